@@ -1,0 +1,1 @@
+"""codegen: filled by later issues."""

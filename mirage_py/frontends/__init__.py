@@ -1,0 +1,1 @@
+"""frontends: filled by later issues."""

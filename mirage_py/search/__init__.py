@@ -1,0 +1,1 @@
+"""search: filled by later issues."""

@@ -1,0 +1,1 @@
+"""verify: filled by later issues."""
