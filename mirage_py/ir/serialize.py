@@ -7,6 +7,7 @@ Loading rebuilds the graph through the DSL, so every validation rule applies to 
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ def to_dict(kg: KernelGraph, block_dims: bool = True) -> dict[str, Any]:
 
 
 def dumps(kg: KernelGraph) -> str:
-    return json.dumps(to_dict(kg), indent=1)
+    """Indented JSON with short lists of numbers kept on one line, for reading and diffing."""
+    text = json.dumps(to_dict(kg), indent=1)
+    return re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
 
 
 def save(kg: KernelGraph, path: str | Path) -> None:
