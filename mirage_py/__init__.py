@@ -16,6 +16,15 @@ from .ir import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "BlockGraph", "GraphError", "KernelGraph", "SchemaError", "__version__", "graph_hash", "load",
-    "new_block_graph", "new_kernel_graph", "run_float", "save",
+    "BlockGraph",
+    "GraphError",
+    "KernelGraph",
+    "SchemaError",
+    "__version__",
+    "graph_hash",
+    "load",
+    "new_block_graph",
+    "new_kernel_graph",
+    "run_float",
+    "save",
 ]

@@ -8,7 +8,25 @@ from .ops import OPS, OpDef, get_op
 from .serialize import SCHEMA, dumps, load, loads, save
 
 __all__ = [
-    "OPS", "SCHEMA", "BlockGraph", "FloatInterpreter", "GraphError", "KernelGraph", "OpDef", "SchemaError",
-    "Tensor", "TensorType", "canonical", "dumps", "get_op", "graph_hash", "load", "loads", "new_block_graph",
-    "new_kernel_graph", "run_float", "save", "walk",
+    "OPS",
+    "SCHEMA",
+    "BlockGraph",
+    "FloatInterpreter",
+    "GraphError",
+    "KernelGraph",
+    "OpDef",
+    "SchemaError",
+    "Tensor",
+    "TensorType",
+    "canonical",
+    "dumps",
+    "get_op",
+    "graph_hash",
+    "load",
+    "loads",
+    "new_block_graph",
+    "new_kernel_graph",
+    "run_float",
+    "save",
+    "walk",
 ]

@@ -9,7 +9,8 @@ layout logic; other interpreters (the finite-field one) reuse them per array.
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -122,5 +123,7 @@ class FloatInterpreter:
         return [merge_tiles(y, bo, bg.grid_dims) for y, bo in zip(outs, bg.block_outputs)]
 
 
-def run_float(kg: KernelGraph, inputs: Sequence[np.ndarray] | dict[str, np.ndarray], mode: Mode = "float64") -> list[np.ndarray]:
+def run_float(
+    kg: KernelGraph, inputs: Sequence[np.ndarray] | dict[str, np.ndarray], mode: Mode = "float64"
+) -> list[np.ndarray]:
     return FloatInterpreter(mode).run(kg, inputs)

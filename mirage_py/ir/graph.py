@@ -7,9 +7,10 @@ message whether it came from the DSL, a JSON file or a frontend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Sequence, Union
+from typing import Any
 
 from .dtypes import check_dtype
 from .errors import GraphError
@@ -52,7 +53,7 @@ class Tensor:
         return f"Tensor(t{self.id}, {list(self.dims)}, {self.dtype})"
 
 
-TensorLike = Union[Tensor, int]
+TensorLike = Tensor | int
 
 
 def _check_dims(dims: Sequence[int], what: str) -> Dims:
@@ -76,7 +77,9 @@ def _check_map3(m: Sequence[int] | dict[str, int], rank: int, what: str) -> Map3
         raise GraphError("map-range", f"{what}: expected three integers (grid x, y, z), got {list(m)}")
     for g, d in zip(GRID, m):
         if not -1 <= d < rank:
-            raise GraphError("map-range", f"{what}: grid dim {g} maps tensor dim {d}, which does not exist (rank {rank})")
+            raise GraphError(
+                "map-range", f"{what}: grid dim {g} maps tensor dim {d}, which does not exist (rank {rank})"
+            )
     used = [d for d in m if d >= 0]
     if len(used) != len(set(used)):
         raise GraphError("map-duplicate", f"{what}: two grid dims map the same tensor dim ({list(m)})")
@@ -253,7 +256,10 @@ class KernelGraph(Graph):
         if not isinstance(bg, BlockGraph):
             raise GraphError("attr-type", "customized: block_graph must be a BlockGraph")
         if len(in_types) != len(bg.block_inputs):
-            raise GraphError("customized-inputs", f"customized: {len(in_types)} inputs given, its block graph has {len(bg.block_inputs)}")
+            raise GraphError(
+                "customized-inputs",
+                f"customized: {len(in_types)} inputs given, its block graph has {len(bg.block_inputs)}",
+            )
         for k, (t, bi) in enumerate(zip(in_types, bg.block_inputs)):
             if (t.dims, t.dtype) != (bi.dims, bi.dtype):
                 raise GraphError(
@@ -261,7 +267,9 @@ class KernelGraph(Graph):
                     f"customized: input {k} is {list(t.dims)} {t.dtype}, block graph expects {list(bi.dims)} {bi.dtype}",
                 )
             if bi.source is not None and bi.source.graph is self and bi.source.id != ins[k]:
-                raise GraphError("customized-inputs", f"customized: input {k} is not the tensor its block input was made from")
+                raise GraphError(
+                    "customized-inputs", f"customized: input {k} is not the tensor its block input was made from"
+                )
         if not bg.outputs:
             raise GraphError("no-outputs", "customized: block graph has no outputs")
         return [bg.output_type(k) for k in range(len(bg.outputs))]
@@ -297,7 +305,9 @@ class BlockGraph(Graph):
 
     level = "block"
 
-    def __init__(self, grid_dims: Sequence[int], forloop_range: int = 1, block_dims: Sequence[int] = (128, 1, 1)) -> None:
+    def __init__(
+        self, grid_dims: Sequence[int], forloop_range: int = 1, block_dims: Sequence[int] = (128, 1, 1)
+    ) -> None:
         super().__init__()
         grid = tuple(grid_dims) + (1,) * (3 - len(tuple(grid_dims)))
         if len(grid) != 3 or any(not isinstance(g, int) or isinstance(g, bool) or g < 1 for g in grid):
@@ -328,7 +338,9 @@ class BlockGraph(Graph):
                 tile[d] = self._divide(tile[d], self.grid_dims[g], f"tensor dim {d} ({dims[d]}) by grid dim {GRID[g]}")
         if forloop_dim >= 0:
             tile[forloop_dim] = self._divide(
-                tile[forloop_dim], self.forloop_range, f"tensor dim {forloop_dim} by the for-loop range {self.forloop_range}"
+                tile[forloop_dim],
+                self.forloop_range,
+                f"tensor dim {forloop_dim} by the for-loop range {self.forloop_range}",
             )
         self.block_inputs.append(BlockInput(dims, dtype, m, forloop_dim, source))
         tid = self._new_tensor(tuple(tile), dtype)
@@ -349,9 +361,14 @@ class BlockGraph(Graph):
         m = _check_map3(omap, len(self.types[tid].dims), "omap")
         for g, d in enumerate(m):
             if self.grid_dims[g] > 1 and d < 0:
-                raise GraphError("omap-unmapped", f"omap {list(m)} leaves grid dim {GRID[g]} (size {self.grid_dims[g]}) unmapped")
+                raise GraphError(
+                    "omap-unmapped", f"omap {list(m)} leaves grid dim {GRID[g]} (size {self.grid_dims[g]}) unmapped"
+                )
         if self.stage[tid] == "loop":
-            raise GraphError("output-stage", f"t{tid} is computed once per iteration; an output must be accumulated or loop-invariant")
+            raise GraphError(
+                "output-stage",
+                f"t{tid} is computed once per iteration; an output must be accumulated or loop-invariant",
+            )
         self.block_outputs.append(BlockOutput(tid, m))
         self.outputs.append(tid)
 
@@ -368,7 +385,9 @@ class BlockGraph(Graph):
         stages = {self.stage[i] for i in ins}
         if name in ACCUMULATORS:
             if self.forloop_range > 1 and stages != {"loop"}:
-                raise GraphError("accum-stage", f"{name} takes a per-iteration tensor, got a {'/'.join(sorted(stages))} one")
+                raise GraphError(
+                    "accum-stage", f"{name} takes a per-iteration tensor, got a {'/'.join(sorted(stages))} one"
+                )
             stage = "post"
         elif {"loop", "post"} <= stages:
             raise GraphError("stage-mix", f"{name} mixes per-iteration and post-accumulation tensors")
@@ -394,5 +413,7 @@ def new_kernel_graph() -> KernelGraph:
     return KernelGraph()
 
 
-def new_block_graph(grid_dims: Sequence[int], forloop_range: int = 1, block_dims: Sequence[int] = (128, 1, 1)) -> BlockGraph:
+def new_block_graph(
+    grid_dims: Sequence[int], forloop_range: int = 1, block_dims: Sequence[int] = (128, 1, 1)
+) -> BlockGraph:
     return BlockGraph(grid_dims, forloop_range, block_dims)

@@ -16,9 +16,10 @@ levels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.special import erf
@@ -222,12 +223,22 @@ OPS: dict[str, OpDef] = {
         OpDef("concat", "both", 2, "layout", (_DIM,), _concat, _concat_np),
         OpDef("rms_norm", "both", 1, "norm", (AttrSpec("eps", "rational"),), _same, _rms_norm),
         OpDef(
-            "concat_matmul", "block", 4, "matmul", (), _concat_matmul,
+            "concat_matmul",
+            "block",
+            4,
+            "matmul",
+            (),
+            _concat_matmul,
             lambda a, b, c, d: np.matmul(_concat_np(a, b, -1), _concat_np(c, d, -2)),
         ),
         OpDef("accum_sum", "block", 1, "accum", (), _same, lambda x: x.sum(axis=ITER_AXIS, keepdims=True)),
         OpDef(
-            "accum_sum_lastdim", "block", 1, "accum", (), _lastdim_to_one,
+            "accum_sum_lastdim",
+            "block",
+            1,
+            "accum",
+            (),
+            _lastdim_to_one,
             lambda x: x.sum(axis=(ITER_AXIS, -1), keepdims=True),
         ),
         # A graph-defined kernel: its semantics is its block graph, which the interpreters

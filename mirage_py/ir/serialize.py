@@ -120,7 +120,9 @@ def _load_ops(g: Graph, ops: Any, ids: dict[int, int], where: str) -> None:
             raise SchemaError(f"{w}: 'attrs' must be an object")
         try:
             if name == "customized" and isinstance(g, KernelGraph):
-                bg = block_from_dict(_field(attrs, "block_graph", dict, w), [g.types[i] for i in ins], f"{w}.block_graph")
+                bg = block_from_dict(
+                    _field(attrs, "block_graph", dict, w), [g.types[i] for i in ins], f"{w}.block_graph"
+                )
                 made = g.customized(ins, bg)
             else:
                 made = [g.add_op(name, ins, **attrs)]
