@@ -7,6 +7,7 @@ folder, renamed into place), so a failure never leaves a half-written file behin
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any
 
 from .canonical import graph_hash
 from .graph import GRID, BlockGraph, Graph, KernelGraph, Node
-from .ops import ACCUMULATORS
+from .ops import ACCUMULATORS, OPS, AttrSpec
 from .serialize import SCHEMA
 
 # ---------------------------------------------------------------------------------------
@@ -271,3 +272,30 @@ def render_dot(kg: KernelGraph) -> str:
         out += [f"  k{k}_out{j} -> t{dst};" for j, dst in enumerate(n.outputs)]
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# The op table as Markdown (docs/schema.md embeds it; a test keeps the two equal)
+
+
+def _attr_doc(a: AttrSpec) -> str:
+    kind = {
+        "dim": "dim",
+        "int": "positive int",
+        "rational": "rational",
+        "choice": "choice: " + " \\| ".join(f'"{c}"' for c in a.choices),
+        "graph": "block graph object",
+    }[a.kind]
+    default = f", default {json.dumps(_attr(a.default))}" if a.default is not None else ""
+    return f"`{a.name}` ({kind}{default})"
+
+
+def ops_markdown() -> str:
+    """One row per op of the table: name, level, arity, kind, attributes."""
+    rows = ["| op | level | inputs | kind | attributes |", "|---|---|---|---|---|"]
+    for op in OPS.values():
+        level = "kernel, block" if op.level == "both" else op.level
+        arity = str(op.arity) if op.arity >= 0 else "any"
+        attrs = ", ".join(_attr_doc(a) for a in op.attrs) or "none"
+        rows.append(f"| `{op.name}` | {level} | {arity} | {op.kind} | {attrs} |")
+    return "\n".join(rows) + "\n"

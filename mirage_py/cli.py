@@ -1,0 +1,223 @@
+"""The `mirage-py` command line: a thin click layer over the packages, no logic of its own.
+
+Exit codes (DESIGN.md, "Command-line contract"), applied by `_Cli.main` however the CLI is
+entered (console script, `python -m mirage_py`, click's test runner):
+  0 success; 1 a negative answer (a command returns 1);
+  2 bad input or usage: one line on stderr, no traceback;
+  3 internal error: one line on stderr naming a file that holds the full traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import click
+
+from . import __version__
+from .benchmarks import SIZES, Benchmark, Size, all_benchmarks
+from .ir import GraphError, SchemaError, dumps, load
+from .ir.show import graph_json, render_dot, render_table, render_text, report_header, write_atomic
+
+PROG = "mirage-py"
+EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+# The user's mistakes. Anything else escaping a command is a bug in the tool (exit 3).
+USER_ERRORS = (GraphError, SchemaError, click.ClickException)
+# click >= 8.2 raises this for a group called with no command; older click just exits 0.
+_NO_COMMAND: tuple[type[BaseException], ...] = tuple(
+    c for c in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if isinstance(c, type)
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _user_error(e: BaseException) -> str:
+    if isinstance(e, click.UsageError) and e.ctx is not None:
+        return f"{e.ctx.command_path}: error: {_one_line(e.format_message())} (see '{e.ctx.command_path} --help')"
+    msg = e.format_message() if isinstance(e, click.ClickException) else str(e)
+    return f"{PROG}: error: {_one_line(msg)}"
+
+
+def _internal_error(e: BaseException, argv: Sequence[str] | None) -> str:
+    """Write the traceback to a file and return the one line that points at it."""
+    text = (
+        f"{PROG} {__version__} internal error\nargv: {list(sys.argv[1:] if argv is None else argv)}\n"
+        f"python: {sys.version}\n\n{traceback.format_exc()}"
+    )
+    summary = _one_line(f"{type(e).__name__}: {e}")[:200]
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"{PROG}-crash-", suffix=".txt")
+        with open(fd, "w") as f:
+            f.write(text)
+    except OSError:
+        sys.stderr.write(text)
+        return f"{PROG}: internal error ({summary}); the traceback is above (it could not be written to a file)"
+    return f"{PROG}: internal error ({summary}); full traceback written to {path}"
+
+
+def run_guarded(invoke: Callable[[], Any], argv: Sequence[str] | None = None) -> int:
+    """Run `invoke` (click in non-standalone mode) under the exit-code policy."""
+    try:
+        rv = invoke()
+    except _NO_COMMAND as e:  # `mirage-py` alone: show the help
+        click.echo(cast(click.ClickException, e).format_message(), err=True)
+        return EXIT_USAGE
+    except USER_ERRORS as e:
+        click.echo(_user_error(e), err=True)
+        return EXIT_USAGE
+    except click.Abort:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return 130
+    except Exception as e:
+        click.echo(_internal_error(e, argv), err=True)
+        return EXIT_INTERNAL
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else EXIT_OK
+
+
+class _Cli(click.Group):
+    """The root group. Overriding `main` puts the exit-code policy on every way in."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        def invoke() -> Any:
+            return super(_Cli, self).main(
+                args,
+                prog_name or PROG,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+
+        code = run_guarded(invoke, args)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    return int(cli.main(argv, prog_name=PROG, standalone_mode=False))
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        raise click.FileError(str(path), hint=e.strerror or str(e)) from None
+
+
+@click.group(PROG, cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def cli() -> None:
+    """mirage-py: a multi-level tensor-program superoptimizer (after Mirage, OSDI 2025).
+
+    Exit codes: 0 success, 1 negative answer, 2 bad input or usage, 3 internal error.
+    """
+
+
+# ---------------------------------------------------------------------------------------
+# show
+
+
+@cli.command()
+@click.argument("graph", type=click.Path(path_type=Path))
+@click.option(
+    "--dot", "dot_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write Graphviz dot text to FILE."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of text.")
+def show(graph: Path, dot_file: Path | None, as_json: bool) -> None:
+    """Show a graph file: its kernels, block graphs, tiles and hash."""
+    kg = load(graph)
+    if dot_file is not None:
+        _write(dot_file, render_dot(kg))
+    if as_json:
+        click.echo(json.dumps({**report_header(__version__, None), **graph_json(kg)}))
+    else:
+        click.echo(render_text(kg))
+
+
+# ---------------------------------------------------------------------------------------
+# benchmarks
+
+
+@cli.group()
+def benchmarks() -> None:
+    """The paper's benchmark programs: list them, export their spec and expert graphs."""
+
+
+@benchmarks.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table.")
+def benchmarks_list(as_json: bool) -> None:
+    """List the benchmarks with their search preset, batches, sizes and description."""
+    benches = list(all_benchmarks().values())
+    if as_json:
+        rows = [
+            {
+                "name": b.name,
+                "preset": b.preset,
+                "batches": list(b.batches),
+                "sizes": list(SIZES),
+                "description": b.description,
+            }
+            for b in benches
+        ]
+        click.echo(json.dumps({**report_header(__version__, None), "benchmarks": rows}))
+        return
+    table = [[b.name, b.preset, ",".join(map(str, b.batches)), ",".join(SIZES), b.description] for b in benches]
+    click.echo(render_table(["name", "preset", "batches", "sizes", "description"], table))
+
+
+def _benchmark(ctx: click.Context, param: click.Parameter, name: str) -> Benchmark:
+    known = all_benchmarks()
+    if name not in known:
+        raise click.BadParameter(f"unknown benchmark {name!r} (known: {', '.join(known)})", ctx, param)
+    return known[name]
+
+
+@benchmarks.command("export")
+@click.argument("name", callback=_benchmark)
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size b (default: the benchmark's first).")
+@click.option(
+    "--size", type=click.Choice(SIZES), default="paper", show_default=True, help="The paper's shapes or small ones."
+)
+@click.option(
+    "--spec",
+    "spec_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the spec graph here.",
+)
+@click.option(
+    "--expert", "expert_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the expert μGraph here."
+)
+def benchmarks_export(name: Benchmark, batch: int | None, size: str, spec_file: Path, expert_file: Path | None) -> None:
+    """Write benchmark NAME's spec (and expert) graph as JSON files."""
+    bench, sz = name, cast(Size, size)
+    # Build everything before writing anything, so a failure leaves no file behind.
+    graphs = [("spec", spec_file, bench.spec(sz, batch))]
+    if expert_file is not None:
+        graphs.append(("expert", expert_file, bench.expert(sz, batch)))
+    for what, path, g in graphs:
+        _write(path, dumps(g) + "\n")
+        n = len(g.nodes)
+        click.echo(f"wrote {path}: {bench.name} {what}, size {size}, {n} kernel{'s' if n != 1 else ''}")
+
+
+# ---------------------------------------------------------------------------------------
+# Later commands attach to `cli` here, each a thin call into its package: optimize and emit
+# (pipeline), verify (verify), run (codegen), check (benchmarks), cache (search).
