@@ -95,6 +95,10 @@ def _map_text(m: Sequence[int]) -> str:
     return " ".join(f"{g}->{d if d >= 0 else '-'}" for g, d in zip(GRID, m, strict=True))
 
 
+def _loop_text(forloop_dim: int) -> str:
+    return f"forloop_dim {forloop_dim}" if forloop_dim >= 0 else "loop-invariant"
+
+
 def _kernel_tensor_name(kg: KernelGraph, tid: int) -> str:
     if tid in kg.inputs:
         return f"t{tid} ({kg.input_names[kg.inputs.index(tid)]})"
@@ -190,7 +194,7 @@ def _block_text(kg: KernelGraph, n: Node, lines: list[str]) -> None:
     bg: BlockGraph = n.attrs["block_graph"]
     lines.append(f"    grid {_dims(bg.grid_dims)}  forloop_range {bg.forloop_range}  block_dims {_dims(bg.block_dims)}")
     for src, tid, bi in zip(n.inputs, bg.inputs, bg.block_inputs, strict=True):
-        loop = f"forloop_dim {bi.forloop_dim}" if bi.forloop_dim >= 0 else "loop-invariant"
+        loop = _loop_text(bi.forloop_dim)
         lines.append(
             f"    in   b{tid} {_dims(bg.types[tid].dims)} <- {_kernel_tensor_name(kg, src)} "
             f"{_tensor_text(kg, src)}  imap {_map_text(bi.imap)}  {loop}"
@@ -256,7 +260,7 @@ def render_dot(kg: KernelGraph) -> str:
         title = f"k{k} customized grid {_dims(bg.grid_dims)} forloop_range {bg.forloop_range}"
         out += [f"  subgraph cluster_k{k} {{", f"    label={_q(title)};", "    style=rounded;"]
         for tid, bi in zip(bg.inputs, bg.block_inputs, strict=True):
-            label = f"in b{tid} {_dims(bg.types[tid].dims)}\nimap {_map_text(bi.imap)} forloop_dim {bi.forloop_dim}"
+            label = f"in b{tid} {_dims(bg.types[tid].dims)}\nimap {_map_text(bi.imap)} {_loop_text(bi.forloop_dim)}"
             out.append(f"    k{k}_b{tid} [shape=invhouse, label={_q(label)}];")
         for b in bg.nodes:
             attrs = _attrs_text(b)
