@@ -65,6 +65,15 @@ def _check_dims(dims: Sequence[int], what: str) -> Dims:
     return dims
 
 
+def _check_dtype(dtype: str, what: str) -> str:
+    # check_dtype raises a plain ValueError; turn it into a rule error so an unknown dtype
+    # (from the DSL or a JSON file) is reported like every other invalid graph.
+    try:
+        return check_dtype(dtype)
+    except ValueError as e:
+        raise GraphError("dtype-unknown", f"{what}: {e}") from None
+
+
 def _check_map3(m: Sequence[int] | dict[str, int], rank: int, what: str) -> Map3:
     """imap/omap: for each grid dim x, y, z the tensor dim it maps (or -1)."""
     if isinstance(m, dict):
@@ -137,7 +146,11 @@ class Graph:
         norm = normalize_attrs(op, attrs, [t.dims for t in in_types])
         out_types = self._out_types(name, ins, norm, in_types)
         outs = tuple(self._new_tensor(t.dims, t.dtype) for t in out_types)
-        self._after_node(name, ins, outs)
+        try:
+            self._after_node(name, ins, outs)
+        except GraphError:
+            del self.types[outs[0] :]  # leave the graph as it was
+            raise
         self.nodes.append(Node(name, tuple(ins), norm, outs))
         return [self.tensor(o) for o in outs]
 
@@ -152,6 +165,17 @@ class Graph:
 
     def _after_node(self, name: str, ins: list[int], outs: tuple[int, ...]) -> None:
         """Hook for level-specific bookkeeping (block graphs track loop stages)."""
+
+    def pop_node(self) -> Node:
+        """Remove the last op and its output tensors (the search backtracks this way
+        instead of copying graphs). Graph outputs must not refer to them."""
+        node = self.nodes.pop()
+        assert not set(node.outputs) & set(self.outputs), "pop_node: an output refers to the op"
+        for o in reversed(node.outputs):
+            assert o == len(self.types) - 1
+            self.types.pop()
+            self._handles.pop(o, None)
+        return node
 
     # -- the DSL, one method per op (level checks come from the op table) ----------------
     def matmul(self, a: TensorLike, b: TensorLike) -> Tensor:
@@ -230,7 +254,7 @@ class KernelGraph(Graph):
 
     def new_input(self, dims: Sequence[int], dtype: str = "float16", name: str | None = None) -> Tensor:
         dims = _check_dims(dims, "input")
-        check_dtype(dtype)
+        _check_dtype(dtype, "input")
         name = name or f"in{len(self.inputs)}"
         if name in self.input_names:
             raise GraphError("name-duplicate", f"two inputs are named {name!r}")
@@ -327,10 +351,11 @@ class BlockGraph(Graph):
         """Stream kernel tensor `t` in: `imap` says which tensor dim each grid dim splits,
         `forloop_dim` which dim the for-loop splits (-1: loaded once, loop-invariant)."""
         source = t if isinstance(t, Tensor) else None
-        dims, dtype = _check_dims(t.dims, "block input"), check_dtype(t.dtype)
+        dims, dtype = _check_dims(t.dims, "block input"), _check_dtype(t.dtype, "block input")
         rank = len(dims)
         m = _check_map3(imap, rank, "imap")
-        if not isinstance(forloop_dim, int) or not -1 <= forloop_dim < rank:
+        # bool is an int subclass: reject it, as the other integer fields do.
+        if not isinstance(forloop_dim, int) or isinstance(forloop_dim, bool) or not -1 <= forloop_dim < rank:
             raise GraphError("forloop-dim", f"forloop_dim {forloop_dim!r} does not exist (rank {rank})")
         tile = list(dims)
         for g, d in enumerate(m):
@@ -395,6 +420,12 @@ class BlockGraph(Graph):
             stage = "loop" if "loop" in stages else "post" if "post" in stages else "invariant"
         for o in outs:
             self.stage[o] = stage
+
+    def pop_node(self) -> Node:
+        node = super().pop_node()
+        for o in node.outputs:
+            del self.stage[o]
+        return node
 
     def concat_matmul(self, a: TensorLike, b: TensorLike, c: TensorLike, d: TensorLike) -> Tensor:
         return self.add_op("concat_matmul", [a, b, c, d])

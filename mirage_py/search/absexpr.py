@@ -109,11 +109,13 @@ def divisors(n: int) -> list[int]:
 
 
 def split_axioms(sizes: set[int]) -> list[Axiom]:
-    """red(n, x) = red(n/j, red(j, x)) for every factor j of every reduction size present:
-    how a tiled reduction (a tile's matmul, then an accumulator) meets the spec's."""
+    """red(n, x) = red(n/j, red(j, x)) for every factor j of every reduction size present
+    and of its divisors: how a tiled reduction (a tile's matmul, then an accumulator, then
+    a combine across blocks) meets the spec's."""
+    every = sorted({d for n in sizes for d in divisors(n)} | sizes)
     return [
         Axiom(f"red-split-{n}-{j}", ("red", n, "?a"), ("red", n // j, ("red", j, "?a")))
-        for n in sorted(sizes)
+        for n in every
         for j in divisors(n)
     ]
 

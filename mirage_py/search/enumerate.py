@@ -1,0 +1,569 @@
+"""Depth-first enumeration of multi-level μGraphs (the paper's search, with state dedup).
+
+One mutable state is extended and backtracked (`pop_node`), never copied. At kernel level
+a state either matches the spec (every spec output has a tensor with the same fingerprint:
+verify and record, stop the branch), opens a customized op, or adds a predefined kernel
+op. Inside a customized op it adds block ops or closes the block graph with output omaps.
+
+Pruning, each counted in `stats.pruned`:
+  order      canonical order: a new op's (inputs, op, attrs) key must sort after the last
+             op's, and commutative ops take sorted inputs, so each graph is built one way;
+  shape      shape / tiling / loop-stage rules (a GraphError from the IR);
+  absexpr    the op's abstract expression is not a subexpression of the spec's;
+  duplicate  the new tensor's fingerprint equals an existing tensor's (it is useless);
+  dedup      a state with the same tensors (fingerprints, in order) was already explored
+             with a last-op key no larger, i.e. with a superset of continuations: keying on
+             fingerprints alone would cut routes that only the smaller key allows;
+  resource   shared memory over the target's limit, or a grid/loop choice that replicates
+             every input along a grid dim;
+  outputs    a block graph cannot close: unused inputs, or per-iteration leftovers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Protocol
+
+from ..ir.canonical import canonical, graph_hash
+from ..ir.dtypes import ITEMSIZE
+from ..ir.errors import GraphError
+from ..ir.expr_rules import RULES, Term
+from ..ir.graph import BlockGraph, Graph, KernelGraph, Map3, TensorType
+from ..ir.ops import get_op
+from .absexpr import EgglogOracle, output_terms
+from .config import SearchConfig, grid_candidates
+
+COMMUTATIVE = frozenset({"add", "mul"})
+
+
+class Evaluator(Protocol):
+    """The value domain fingerprints come from (finite-field residues in practice)."""
+
+    def inputs(self, spec: KernelGraph) -> list[Any]: ...
+    def apply(self, g: Graph, node_index: int, args: list[Any], lead: int) -> list[Any]: ...
+    def split(self, x: Any, bg: BlockGraph, k: int) -> Any: ...
+    def merge(self, y: Any, bg: BlockGraph, k: int) -> Any: ...
+    def key(self, v: Any) -> bytes: ...
+
+
+@dataclass
+class Budget:
+    max_states: int | None = None
+    time_limit: float | None = None
+
+
+@dataclass
+class Candidate:
+    graph: KernelGraph
+    hash: str
+    kernels: int
+    cost: float
+    found_at: float  # seconds into the search
+    states: int
+
+
+@dataclass
+class SearchStats:
+    states: int = 0
+    pruned: Counter[str] = field(default_factory=Counter)
+    oracle_lookups: int = 0
+    fingerprints: int = 0
+    matches: int = 0
+    verified: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    time_to_first: float | None = None
+    time_to_best: float | None = None
+    stop_reason: str = "exhausted"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "states": self.states,
+            "states_per_second": round(self.states / self.seconds, 1) if self.seconds else None,
+            "pruned": dict(sorted(self.pruned.items())),
+            "oracle_lookups": self.oracle_lookups,
+            "fingerprints": self.fingerprints,
+            "matches": self.matches,
+            "verified": self.verified,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "time_to_first": self.time_to_first,
+            "time_to_best": self.time_to_best,
+            "stop_reason": self.stop_reason,
+        }
+
+
+@dataclass
+class SearchResult:
+    candidates: list[Candidate]  # verified, best (lowest cost) first
+    stats: SearchStats
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+class _Stop(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+# A verifier takes (spec, candidate) and says whether the candidate is proven equivalent.
+Verifier = Callable[[KernelGraph, KernelGraph], bool]
+
+
+@dataclass
+class _Kernel:
+    """The kernel-level state: graph plus per-tensor values, fingerprints and terms."""
+
+    g: KernelGraph
+    vals: list[Any]
+    keys: list[bytes]
+    terms: list[Term]
+    last: tuple[Any, ...] | None = None
+    customized: int = 0
+
+
+@dataclass
+class _Block:
+    bg: BlockGraph
+    ins: tuple[int, ...]  # kernel tensor ids feeding the block inputs
+    vals: list[Any]
+    keys: list[bytes]
+    terms: list[Term]
+    last: tuple[Any, ...] | None = None
+
+
+class Searcher:
+    def __init__(
+        self,
+        spec: KernelGraph,
+        cfg: SearchConfig,
+        evaluator: Evaluator,
+        verifier: Verifier,
+        cost: Callable[[KernelGraph], float],
+        budget: Budget | None = None,
+        subspace: tuple[int, int] = (0, 1),
+        progress: Callable[[SearchStats], None] | None = None,
+    ) -> None:
+        self.spec, self.cfg, self.ev, self.verifier, self.cost = spec, cfg, evaluator, verifier, cost
+        self.budget = budget or Budget()
+        self.subspace = subspace
+        self.progress = progress
+        self.stats = SearchStats()
+        self.spec_terms = output_terms(spec)
+        self.oracle = EgglogOracle(self.spec_terms)
+        spec_vals = _run_values(spec, evaluator)
+        self.spec_keys = [evaluator.key(v) for v in spec_vals]
+        self.spec_types = [spec.types[o] for o in spec.outputs]
+        self.grids = grid_candidates(spec, cfg)
+        self.constants = _spec_constants(spec)
+        self.sizes = sorted({d for t in spec.types for d in t.dims} | {1})
+        self.found: dict[str, Candidate] = {}
+        self.seen: dict[Any, tuple[Any, ...] | None] = {}
+        self._t0 = 0.0
+
+    # -- driver ------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        self._t0 = time.monotonic()
+        kg = KernelGraph()
+        for tid, name in zip(self.spec.inputs, self.spec.input_names):
+            t = self.spec.types[tid]
+            kg.new_input(t.dims, t.dtype, name)
+        vals = self.ev.inputs(self.spec)
+        state = _Kernel(kg, vals, [self.ev.key(v) for v in vals], [("var", n) for n in self.spec.input_names])
+        try:
+            self._kernel(state, top=True)
+        except _Stop as s:
+            self.stats.stop_reason = s.reason
+        except KeyboardInterrupt:
+            self.stats.stop_reason = "interrupted"
+        self.stats.seconds = time.monotonic() - self._t0
+        ranked = sorted(self.found.values(), key=lambda c: (c.cost, c.kernels, c.hash))
+        return SearchResult(ranked, self.stats)
+
+    def _tick(self) -> None:
+        s = self.stats
+        s.states += 1
+        if self.budget.max_states is not None and s.states > self.budget.max_states:
+            s.states -= 1
+            raise _Stop("states")
+        if self.budget.time_limit is not None and time.monotonic() - self._t0 > self.budget.time_limit:
+            raise _Stop("time")
+        if self.progress and s.states % 256 == 0:
+            s.seconds = time.monotonic() - self._t0
+            self.progress(s)
+
+    def _contains(self, term: Term) -> bool:
+        before = self.oracle.lookups
+        ok = self.oracle.contains(term)
+        self.stats.oracle_lookups += self.oracle.lookups - before
+        return ok
+
+    def _seen_before(self, key: Any, last: tuple[Any, ...] | None) -> bool:
+        """Dedup with the canonical order in the key: a state is subsumed by an explored
+        one with the same tensors and a last-op key no larger (more continuations)."""
+        if key in self.seen:
+            prev = self.seen[key]
+            if prev is None or (last is not None and prev <= last):
+                return True
+            if last is None:
+                self.seen[key] = None
+                return False
+        self.seen[key] = last
+        return False
+
+    # -- kernel level --------------------------------------------------------------------
+    def _kernel(self, st: _Kernel, top: bool = False) -> None:
+        self._tick()
+        if self._match(st):
+            return
+        if len(st.g.nodes) >= self.cfg.max_kernel_ops:
+            return
+        actions = itertools.chain(self._customized_actions(st), self._kernel_op_actions(st))
+        for k, action in enumerate(actions):
+            if top and k % self.subspace[1] != self.subspace[0]:
+                continue
+            action()
+
+    def _match(self, st: _Kernel) -> bool:
+        chosen: list[int] = []
+        for key, t in zip(self.spec_keys, self.spec_types):
+            hits = [i for i, k in enumerate(st.keys) if k == key and st.g.types[i] == t]
+            if not hits:
+                return False
+            chosen.append(hits[-1])
+        self.stats.matches += 1
+        self._record(st.g, chosen)
+        return True
+
+    def _record(self, g: KernelGraph, outs: list[int]) -> None:
+        g.outputs, g.output_names = list(outs), list(self.spec.output_names)
+        try:
+            cand = canonical(g)
+        finally:
+            g.outputs, g.output_names = [], []
+        h = graph_hash(cand)
+        if h in self.found:
+            return
+        if not self.verifier(self.spec, cand):
+            self.stats.rejected += 1
+            return
+        self.stats.verified += 1
+        now = time.monotonic() - self._t0
+        c = Candidate(cand, h, len(cand.nodes), self.cost(cand), round(now, 3), self.stats.states)
+        best = min(self.found.values(), key=lambda x: x.cost, default=None)
+        self.found[h] = c
+        if self.stats.time_to_first is None:
+            self.stats.time_to_first = round(now, 3)
+        if best is None or c.cost < best.cost:
+            self.stats.time_to_best = round(now, 3)
+
+    def _kernel_op_actions(self, st: _Kernel) -> Iterator[Callable[[], None]]:
+        n = len(st.g.types)
+        for name in self.cfg.kernel_ops:
+            op = get_op(name)
+            for ins in itertools.product(range(n), repeat=op.arity):
+                if st.last is not None and (ins, name) < st.last[:2]:
+                    continue
+                for attrs in self._attr_choices(name, [st.g.types[i] for i in ins]):
+                    yield lambda ins=ins, name=name, attrs=attrs: self._add_kernel_op(st, name, ins, attrs)
+
+    def _add_kernel_op(self, st: _Kernel, name: str, ins: tuple[int, ...], attrs: dict[str, Any]) -> None:
+        g = st.g
+        key = (ins, name, _attrs_key(attrs))
+        if (name in COMMUTATIVE and ins[0] > ins[1]) or (st.last is not None and key <= st.last):
+            self.stats.pruned["order"] += 1
+            return
+        try:
+            g.add_op(name, list(ins), **attrs)
+        except GraphError:
+            self.stats.pruned["shape"] += 1
+            return
+        node = g.nodes[-1]
+        term = RULES[name]([st.terms[i] for i in ins], [g.types[i].dims for i in ins], node.attrs, 1)
+        if not self._contains(term):
+            g.pop_node()
+            self.stats.pruned["absexpr"] += 1
+            return
+        val = self.ev.apply(g, len(g.nodes) - 1, [st.vals[i] for i in ins], 0)[0]
+        self.stats.fingerprints += 1
+        fp = self.ev.key(val)
+        if fp in st.keys:
+            g.pop_node()
+            self.stats.pruned["duplicate"] += 1
+            return
+        sub = _Kernel(g, st.vals + [val], st.keys + [fp], st.terms + [term], key, st.customized)
+        if not self._seen_before(("k", tuple(sub.keys), sub.customized), key):
+            self._kernel(sub)
+        else:
+            self.stats.pruned["dedup"] += 1
+        g.pop_node()
+
+    # -- opening a customized op -----------------------------------------------------------
+    def _customized_actions(self, st: _Kernel) -> Iterator[Callable[[], None]]:
+        if st.customized >= self.cfg.max_customized:
+            return
+        n = len(st.g.types)
+        max_in = 4 if "concat_matmul" in self.cfg.block_ops else 3
+        # More inputs first: fusing more of the program is what wins.
+        for k in range(min(max_in, n), 0, -1):
+            for ins in itertools.combinations(range(n), k):
+                for grid in self.grids:
+                    for f in self.cfg.forloop_ranges:
+                        for maps in self._input_maps(st, ins, grid, f):
+                            yield lambda ins=ins, grid=grid, f=f, maps=maps: self._open(st, ins, grid, f, maps)
+
+    def _input_maps(self, st: _Kernel, ins: tuple[int, ...], grid: Map3, f: int) -> Iterator[list[tuple[Map3, int]]]:
+        per_input = [self._maps_for(st.g.types[i], grid, f) for i in ins]
+        for combo in itertools.product(*per_input):
+            if f > 1 and all(fd < 0 for _, fd in combo):
+                continue  # a loop with nothing to iterate over
+            # Mirage's rule: a grid dim > 1 that replicates every input computes the same
+            # tiles several times.
+            if any(grid[gd] > 1 and all(m[gd] < 0 for m, _ in combo) for gd in range(3)):
+                continue
+            smem = sum(_tile_bytes(st.g.types[i], m, fd, grid, f) for i, (m, fd) in zip(ins, combo))
+            if smem > self.cfg.smem_limit:
+                continue
+            yield list(combo)
+
+    def _maps_for(self, t: TensorType, grid: Map3, f: int) -> list[tuple[Map3, int]]:
+        out = []
+        rank = len(t.dims)
+        for imap in self.cfg.imaps:
+            if any(d >= rank for d in imap):
+                continue
+            imap = tuple(d if grid[g] > 1 else -1 for g, d in enumerate(imap))  # type: ignore[assignment]
+            dims = list(t.dims)
+            ok = True
+            for g, d in enumerate(imap):
+                if d >= 0:
+                    ok &= dims[d] % grid[g] == 0
+                    dims[d] //= grid[g] if ok else 1
+            if not ok:
+                continue
+            for fd in self.cfg.forloop_dims if f > 1 else (-1,):
+                if fd >= rank or (fd >= 0 and dims[fd] % f):
+                    continue
+                if (imap, fd) not in out:
+                    out.append((imap, fd))  # type: ignore[arg-type]
+        return out
+
+    def _open(self, st: _Kernel, ins: tuple[int, ...], grid: Map3, f: int, maps: list[tuple[Map3, int]]) -> None:
+        key = (ins, "customized", (grid, f, tuple(maps)))
+        if st.last is not None and key <= st.last:
+            self.stats.pruned["order"] += 1
+            return
+        bg = BlockGraph(grid, f)
+        vals, keys = [], []
+        for k, (i, (imap, fd)) in enumerate(zip(ins, maps)):
+            bg.new_input(st.g.types[i], imap, fd)
+            v = self.ev.split(st.vals[i], bg, k)
+            vals.append(v)
+            keys.append(self.ev.key(v))
+        blk = _Block(bg, ins, vals, keys, [st.terms[i] for i in ins])
+        self._block(st, blk, key)
+
+    # -- block level ----------------------------------------------------------------------
+    def _block(self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...]) -> None:
+        self._tick()
+        self._close(st, blk, open_key)
+        if len(blk.bg.nodes) >= self.cfg.max_block_ops:
+            return
+        n = len(blk.bg.types)
+        for name in self.cfg.block_ops:
+            op = get_op(name)
+            for ins in itertools.product(range(n), repeat=op.arity):
+                if blk.last is not None and (ins, name) < blk.last[:2]:
+                    continue  # the canonical order, checked before building attributes
+                for attrs in self._attr_choices(name, [blk.bg.types[i] for i in ins]):
+                    self._add_block_op(st, blk, open_key, name, ins, attrs)
+
+    def _add_block_op(
+        self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...], name: str, ins: tuple[int, ...], attrs: dict[str, Any]
+    ) -> None:
+        bg = blk.bg
+        key = (ins, name, _attrs_key(attrs))
+        if (name in COMMUTATIVE and ins[0] > ins[1]) or (blk.last is not None and key <= blk.last):
+            self.stats.pruned["order"] += 1
+            return
+        try:
+            bg.add_op(name, list(ins), **attrs)
+        except GraphError:
+            self.stats.pruned["shape"] += 1
+            return
+        node = bg.nodes[-1]
+        term = RULES[name]([blk.terms[i] for i in ins], [bg.types[i].dims for i in ins], node.attrs, bg.forloop_range)
+        if not self._contains(term):
+            bg.pop_node()
+            self.stats.pruned["absexpr"] += 1
+            return
+        if _smem_bytes(bg) > self.cfg.smem_limit:
+            bg.pop_node()
+            self.stats.pruned["resource"] += 1
+            return
+        val = self.ev.apply(bg, len(bg.nodes) - 1, [blk.vals[i] for i in ins], 4)[0]
+        self.stats.fingerprints += 1
+        fp = self.ev.key(val)
+        if fp in blk.keys:
+            bg.pop_node()
+            self.stats.pruned["duplicate"] += 1
+            return
+        sub = _Block(bg, blk.ins, blk.vals + [val], blk.keys + [fp], blk.terms + [term], key)
+        if not self._seen_before(("b", tuple(st.keys), st.customized, open_key, tuple(sub.keys)), key):
+            self._block(st, sub, open_key)
+        else:
+            self.stats.pruned["dedup"] += 1
+        bg.pop_node()
+
+    def _close(self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...]) -> None:
+        bg = blk.bg
+        used = {i for n in bg.nodes for i in n.inputs}
+        if not bg.nodes or any(i not in used for i in bg.inputs):
+            return
+        leftovers = [t for n in bg.nodes for t in n.outputs if t not in used]
+        if len(leftovers) > self.cfg.max_block_outputs or any(bg.stage[t] == "loop" for t in leftovers):
+            self.stats.pruned["outputs"] += 1
+            return
+        omap_sets = [self._omaps_for(bg, t) for t in leftovers]
+        for omaps in itertools.product(*omap_sets):
+            for t, om in zip(leftovers, omaps):
+                bg.new_output(t, om)
+            try:
+                self._add_customized(st, blk, open_key)
+            finally:
+                del bg.block_outputs[:], bg.outputs[:]
+
+    def _omaps_for(self, bg: BlockGraph, t: int) -> list[Map3]:
+        rank = len(bg.types[t].dims)
+        out = []
+        for om in self.cfg.omaps:
+            if any(d >= rank for d in om):
+                continue
+            if any((bg.grid_dims[g] > 1) != (om[g] >= 0) for g in range(3)):
+                continue  # an omap maps exactly the grid dims > 1
+            out.append(om)
+        return out
+
+    def _add_customized(self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...]) -> None:
+        g, bg = st.g, blk.bg
+        try:
+            outs = g.customized(list(blk.ins), bg)
+        except GraphError:
+            self.stats.pruned["shape"] += 1
+            return
+        new_vals = [self.ev.merge(blk.vals[bo.tensor], bg, k) for k, bo in enumerate(bg.block_outputs)]
+        new_keys = [self.ev.key(v) for v in new_vals]
+        self.stats.fingerprints += len(new_vals)
+        if any(k in st.keys for k in new_keys) or len(set(new_keys)) < len(new_keys):
+            g.pop_node()
+            self.stats.pruned["duplicate"] += 1
+            return
+        new_terms = [blk.terms[bo.tensor] for bo in bg.block_outputs]
+        # Freeze the block graph as it stands: the search goes on mutating `bg`.
+        g.nodes[-1].attrs["block_graph"] = _freeze(bg)
+        key = (blk.ins, "customized", open_key[2], tuple(bo.omap for bo in bg.block_outputs))
+        sub = _Kernel(g, st.vals + new_vals, st.keys + new_keys, st.terms + new_terms, key, st.customized + 1)
+        if not self._seen_before(("k", tuple(sub.keys), sub.customized), key):
+            self._kernel(sub)
+        else:
+            self.stats.pruned["dedup"] += 1
+        g.pop_node()
+
+    # -- attribute candidates ----------------------------------------------------------------
+    def _attr_choices(self, name: str, types: Sequence[TensorType]) -> list[dict[str, Any]]:
+        if name == "reduce_sum":
+            rank = len(types[0].dims)
+            return [
+                {"dim": d, "size": s}
+                for d in range(rank)
+                for s in self.sizes
+                if s < types[0].dims[d] and types[0].dims[d] % s == 0
+            ]
+        if name in ("mul_scalar", "add_scalar"):
+            return [{"c": c} for c in self.constants]
+        if name == "rms_norm":
+            return [{"eps": e} for e in self.constants]
+        if name == "gelu":
+            return [{"approximate": "none"}, {"approximate": "tanh"}]
+        if name == "concat":
+            return [{"dim": len(types[0].dims) - 1}]
+        return [{}]
+
+
+def _attrs_key(attrs: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, str(v)) for k, v in attrs.items()))
+
+
+def _spec_constants(spec: KernelGraph) -> list[Fraction]:
+    """Scalars the search may use: those of the spec, and those its rms_norm implies."""
+    out: set[Fraction] = set()
+    for n in spec.nodes:
+        for k in ("c", "eps"):
+            if k in n.attrs:
+                out.add(n.attrs[k])
+        if n.op == "rms_norm":
+            out.add(Fraction(1, spec.types[n.inputs[0]].dims[-1]))
+    return sorted(out)
+
+
+def _tile_bytes(t: TensorType, imap: Map3, fd: int, grid: Map3, f: int) -> int:
+    dims = list(t.dims)
+    for g, d in enumerate(imap):
+        if d >= 0:
+            dims[d] //= grid[g]
+    if fd >= 0:
+        dims[fd] //= f
+    return math.prod(dims) * ITEMSIZE[t.dtype]
+
+
+def _smem_bytes(bg: BlockGraph) -> int:
+    """Shared memory if every block tensor had its own buffer (no liveness reuse yet), with
+    accumulators and reductions in float32 as the kernels keep them."""
+    total = 0
+    for tid, t in enumerate(bg.types):
+        size = 4 if tid not in bg.inputs and t.dtype != "float32" and _is_f32(bg, tid) else ITEMSIZE[t.dtype]
+        total += math.prod(t.dims) * size
+    return total
+
+
+def _is_f32(bg: BlockGraph, tid: int) -> bool:
+    for n in bg.nodes:
+        if tid in n.outputs:
+            return get_op(n.op).kind in ("accum", "reduce") or n.op == "exp"
+    return False
+
+
+def _freeze(bg: BlockGraph) -> BlockGraph:
+    """A copy of `bg` as it stands (the search keeps mutating the original)."""
+    out = BlockGraph(bg.grid_dims, bg.forloop_range, bg.block_dims)
+    for bi in bg.block_inputs:
+        out.new_input(TensorType(bi.dims, bi.dtype), bi.imap, bi.forloop_dim)
+    for n in bg.nodes:
+        out.add_op(n.op, list(n.inputs), **n.attrs)
+    for bo in bg.block_outputs:
+        out.new_output(bo.tensor, bo.omap)
+    return out
+
+
+def _run_values(g: KernelGraph, ev: Evaluator) -> list[Any]:
+    """Values of `g`'s outputs under the evaluator (used for the spec's fingerprints)."""
+    vals: dict[int, Any] = dict(zip(g.inputs, ev.inputs(g)))
+    for k, node in enumerate(g.nodes):
+        if node.op == "customized":
+            bg = node.attrs["block_graph"]
+            bvals: dict[int, Any] = {t: ev.split(vals[i], bg, j) for j, (t, i) in enumerate(zip(bg.inputs, node.inputs))}
+            for bk, bn in enumerate(bg.nodes):
+                bvals.update(zip(bn.outputs, ev.apply(bg, bk, [bvals[i] for i in bn.inputs], 4)))
+            vals.update({o: ev.merge(bvals[bo.tensor], bg, j) for j, (o, bo) in enumerate(zip(node.outputs, bg.block_outputs))})
+        else:
+            vals.update(zip(node.outputs, ev.apply(g, k, [vals[i] for i in node.inputs], 0)))
+    return [vals[o] for o in g.outputs]
+
