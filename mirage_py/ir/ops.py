@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import erf
 
 from .errors import GraphError
+from .ff_rules import RULES as FF_RULES
 
 Dims = tuple[int, ...]
 Attrs = dict[str, Any]
@@ -246,6 +247,9 @@ OPS: dict[str, OpDef] = {
         OpDef("customized", "kernel", -1, "graph", (AttrSpec("block_graph", "graph"),), None, None),
     ]
 }
+
+# The `ff` slot of every row: finite-field rules live in ff_rules.py (the verifier's slot).
+OPS = {name: replace(op, ff=FF_RULES.get(name, op.ff)) for name, op in OPS.items()}
 
 # Group sets, derived from the rows (tinygrad's GroupOp idea).
 UNARY = frozenset(n for n, o in OPS.items() if o.kind == "unary")

@@ -1,1 +1,21 @@
-"""verify: filled by later issues."""
+"""The finite-field verifier: fields, the finite-field executor, fingerprints, equivalence
+with a stated error bound, and float numerics (DESIGN.md, "Verification")."""
+
+from .equivalence import DEFAULT_TRIALS, Verdict, equivalent
+from .ffexec import FFInterpreter, FieldOps, OutsideFragment
+from .fields import DEFAULT_FIELD, FIELDS, Field
+from .fingerprint import Fingerprint, fingerprint
+
+__all__ = [
+    "DEFAULT_FIELD",
+    "DEFAULT_TRIALS",
+    "FIELDS",
+    "FFInterpreter",
+    "Field",
+    "FieldOps",
+    "Fingerprint",
+    "OutsideFragment",
+    "Verdict",
+    "equivalent",
+    "fingerprint",
+]

@@ -1,0 +1,319 @@
+"""The finite-field executor: the op table's `ff` rules over residue pairs, on the IR walker.
+
+A value holds its residues mod p and, when it may still reach an exp, mod q. Residues are
+float64 arrays of exact integers with a bound on their magnitude, reduced only when the next
+operation could pass 2^53: a matmul with K·bound² < 2^53 goes straight to BLAS, and the
+for-loop's partial products are summed before any reduction. Inputs are integers in
+[0, 2^20), below every shipped q's p, so an input array is a valid representative mod p
+*and* mod q at once ("lift"); ops keep the lift while nothing is reduced, which gives the
+q-residues of the first matmuls (attention scores, a gated MLP's gate) for free. Other
+q-residues are computed lazily, only if an exp or a keyed function asks for them.
+
+Block graphs run vectorized exactly as in the float executor: the same split_tiles /
+merge_tiles / align, applied to each residue array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..ir.execute import merge_tiles, split_tiles, walk
+from ..ir.graph import BlockGraph, Graph, KernelGraph, Node
+from ..ir.ops import ITER_AXIS, OPS, get_op, numpy_attrs
+from .fields import DEFAULT_FIELD, Field, exp_table, inverse_table
+
+LIMIT = float(2**53)  # float64 holds every integer of smaller magnitude exactly
+INPUT_BITS = 20  # inputs are uniform in [0, 2^20): the Schwartz–Zippel sample set
+
+
+class OutsideFragment(Exception):
+    """A value with no q-residue (an exp result, or anything computed from one) reached an
+    exp: nested exp is outside the fragment the verifier can decide."""
+
+
+class Res(NamedTuple):
+    """One residue array: exact integers in float64 with |a| <= b; nn: known non-negative."""
+
+    a: np.ndarray
+    b: float
+    nn: bool
+
+
+def _fit(r: Res, m: int) -> Res:
+    return r if r.b < m and r.nn else Res(np.mod(r.a, m), float(m - 1), True)
+
+
+def canon(r: Res, m: int) -> np.ndarray:
+    """Residues in [0, m) as int64."""
+    return _fit(r, m).a.astype(np.int64)
+
+
+def _add(x: Res, y: Res, m: int, sign: int = 1) -> tuple[Res, bool]:
+    red = False
+    if x.b + y.b >= LIMIT:
+        x, y, red = _fit(x, m), _fit(y, m), True
+    a = x.a + y.a if sign > 0 else x.a - y.a
+    return Res(a, x.b + y.b, x.nn and y.nn and sign > 0), red
+
+
+def _sub(x: Res, y: Res, m: int) -> tuple[Res, bool]:
+    return _add(x, y, m, -1)
+
+
+def _mul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
+    red = False
+    if x.b * y.b >= LIMIT:
+        red = True
+        if x.b < y.b:
+            x, y = y, x
+        x = _fit(x, m)
+        if x.b * y.b >= LIMIT:
+            y = _fit(y, m)
+    return Res(x.a * y.a, x.b * y.b, x.nn and y.nn), red
+
+
+def _matmul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
+    k = x.a.shape[-1]
+    red = False
+    if k * x.b * y.b >= LIMIT:
+        x, y, red = _fit(x, m), _fit(y, m), True
+    if k * x.b * y.b < LIMIT:
+        return Res(np.matmul(x.a, y.a), k * x.b * y.b, x.nn and y.nn), red
+    # K·(m-1)² ≥ 2^53: split K into chunks that stay exact, reduce each, then sum.
+    kc = int((LIMIT - 1) // (x.b * y.b))
+    parts = [np.mod(np.matmul(x.a[..., i : i + kc], y.a[..., i : i + kc, :]), m) for i in range(0, k, kc)]
+    return Res(np.sum(parts, axis=0), float(len(parts) * (m - 1)), True), True
+
+
+def _linear(fn: Callable[..., np.ndarray], terms: int, xs: Sequence[Res], m: int) -> tuple[Res, bool]:
+    """A linear map that adds up at most `terms` entries (a sum, a layout change)."""
+    red = False
+    if terms * max(x.b for x in xs) >= LIMIT:
+        xs, red = [_fit(x, m) for x in xs], True
+    return Res(fn(*(x.a for x in xs)), terms * max(x.b for x in xs), all(x.nn for x in xs)), red
+
+
+class Lazy:
+    """A q-residue computed on first use."""
+
+    __slots__ = ("_fn", "_value")
+
+    def __init__(self, fn: Callable[[], Res] | None = None, value: Res | None = None) -> None:
+        self._fn, self._value = fn, value
+
+    def get(self) -> Res:
+        if self._value is None:
+            assert self._fn is not None
+            self._value, self._fn = self._fn(), None
+        return self._value
+
+
+class FFTensor:
+    """A tensor's residues. `lift`: the p array is also a representative mod q. With no
+    lift and no `q`, the value has no q-residue (it came from an exp)."""
+
+    __slots__ = ("p", "q", "lift")
+
+    def __init__(self, p: Res, q: Lazy | None = None, lift: bool = False) -> None:
+        self.p, self.q, self.lift = p, q, lift
+
+    @property
+    def has_q(self) -> bool:
+        return self.lift or self.q is not None
+
+    def qres(self) -> Res:
+        if self.lift:
+            return self.p
+        assert self.q is not None
+        return self.q.get()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(np.shape(self.p.a))
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer: a bijection on 64-bit words that scrambles every bit."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def _key64(*parts: object) -> np.uint64:
+    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return np.uint64(int.from_bytes(h, "little"))
+
+
+def attr_key(attrs: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        sorted((k, f"{v.numerator}/{v.denominator}" if isinstance(v, Fraction) else str(v)) for k, v in attrs.items())
+    )
+
+
+class FieldOps:
+    """The concrete field the `ff` rules run against, for one trial: a field triple and a
+    trial key (the keyed functions' seed). Counts the zero divisors it meets."""
+
+    def __init__(self, field: Field = DEFAULT_FIELD, key: int = 0) -> None:
+        self.field = field
+        self.p, self.q = field.p, field.q
+        self.key = key
+        self.zero_divisors = 0
+        self._exp = exp_table(field)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _combine(self, fn: Callable[..., tuple[Res, bool]], xs: Sequence[FFTensor]) -> FFTensor:
+        rp, red = fn(*(x.p for x in xs), self.p)
+        if not all(x.has_q for x in xs):
+            return FFTensor(rp)
+        if not red and all(x.lift for x in xs):
+            return FFTensor(rp, lift=True)
+        return FFTensor(rp, Lazy(lambda: fn(*(x.qres() for x in xs), self.q)[0]))
+
+    def map(self, fn: Callable[..., np.ndarray], *xs: FFTensor, terms: int = 1) -> FFTensor:
+        """Apply a linear NumPy map (layout change, or a sum of `terms` entries) to every
+        residue array."""
+        return self._combine(lambda *a: _linear(fn, terms, a[:-1], a[-1]), xs)
+
+    # -- the FieldOps protocol of ir/ff_rules.py ------------------------------------------
+    def const(self, c: Fraction) -> FFTensor:
+        c = Fraction(c)
+        if c.denominator == 1 and abs(c) < 2**20:
+            return FFTensor(Res(np.asarray(float(int(c))), float(abs(c)), c >= 0), lift=True)
+        rp = c.numerator * pow(c.denominator, -1, self.p) % self.p if c.denominator % self.p else 0
+        rq = c.numerator * pow(c.denominator, -1, self.q) % self.q if c.denominator % self.q else 0
+        if c.denominator % self.p == 0 or c.denominator % self.q == 0:
+            self.zero_divisors += 1
+        return FFTensor(
+            Res(np.asarray(float(rp)), float(rp), True), Lazy(value=Res(np.asarray(float(rq)), float(rq), True))
+        )
+
+    def add(self, a: FFTensor, b: FFTensor) -> FFTensor:
+        return self._combine(_add, (a, b))
+
+    def sub(self, a: FFTensor, b: FFTensor) -> FFTensor:
+        return self._combine(_sub, (a, b))
+
+    def mul(self, a: FFTensor, b: FFTensor) -> FFTensor:
+        return self._combine(_mul, (a, b))
+
+    def neg(self, a: FFTensor) -> FFTensor:
+        return self.map(np.negative, a)
+
+    def matmul(self, a: FFTensor, b: FFTensor) -> FFTensor:
+        return self._combine(_matmul, (a, b))
+
+    def div(self, a: FFTensor, b: FFTensor) -> FFTensor:
+        return self.mul(a, self._inverse(b))
+
+    def _inverse(self, b: FFTensor) -> FFTensor:
+        def inv(r: Res, m: int) -> Res:
+            c = canon(r, m)
+            self.zero_divisors += int(np.count_nonzero(c == 0))
+            return Res(inverse_table(m).take(c), float(m - 1), True)
+
+        pinv = inv(b.p, self.p)
+        if not b.has_q:
+            return FFTensor(pinv)
+        return FFTensor(pinv, Lazy(lambda: inv(b.qres(), self.q)))
+
+    def exp(self, a: FFTensor) -> FFTensor:
+        if not a.has_q:
+            raise OutsideFragment("exp of a value computed from an exp (nested exp)")
+        return FFTensor(Res(self._exp.take(canon(a.qres(), self.q)), float(self.p - 1), True))
+
+    def opaque(self, name: str, a: FFTensor, **attrs: Any) -> FFTensor:
+        """A keyed random function of the argument's residues: same op, attributes and
+        argument value give the same result within a trial (never keyed by node)."""
+        k1 = _key64("opaque", self.key, self.field, name, attr_key(attrs))
+        k2 = _key64("opaque-q", self.key, self.field, name, attr_key(attrs))
+        kp = canon(a.p, self.p).astype(np.uint64)
+        kq = canon(a.qres(), self.q).astype(np.uint64) if a.has_q else np.uint64(self.q)
+        h = _mix(kp * np.uint64(self.q + 1) + kq ^ k1)
+        hp, hq = (h % np.uint64(self.p)).astype(np.float64), (_mix(h ^ k2) % np.uint64(self.q)).astype(np.float64)
+        return FFTensor(Res(hp, float(self.p - 1), True), Lazy(value=Res(hq, float(self.q - 1), True)))
+
+    def reduce_sum(self, a: FFTensor, dim: int, size: int) -> FFTensor:
+        fn = OPS["reduce_sum"].numpy
+        assert fn is not None
+        return self.map(lambda x: fn(x, dim=dim, size=size), a, terms=a.shape[dim] // size)
+
+    def accum(self, a: FFTensor, lastdim: bool) -> FFTensor:
+        fn = OPS["accum_sum_lastdim" if lastdim else "accum_sum"].numpy
+        assert fn is not None
+        return self.map(fn, a, terms=a.shape[ITER_AXIS] * (a.shape[-1] if lastdim else 1))
+
+    def transpose(self, a: FFTensor) -> FFTensor:
+        return self.map(lambda x: np.swapaxes(x, -1, -2), a)
+
+    def concat(self, a: FFTensor, b: FFTensor, dim: int) -> FFTensor:
+        fn = OPS["concat"].numpy
+        assert fn is not None
+        return self.map(lambda x, y: fn(x, y, dim=dim), a, b)
+
+    def last_dim(self, a: FFTensor) -> int:
+        return a.shape[-1]
+
+
+class FFInterpreter:
+    """Runs a kernel graph over one FieldOps, block graphs vectorized over blocks and
+    iterations like the float executor."""
+
+    def __init__(self, ops: FieldOps) -> None:
+        self.F = ops
+
+    def run(self, kg: KernelGraph, inputs: Sequence[FFTensor]) -> list[FFTensor]:
+        return walk(kg, list(inputs), lambda n, a: self._apply(kg, n, a, lead=0))
+
+    def _apply(self, g: Graph, node: Node, args: list[FFTensor], lead: int) -> list[FFTensor]:
+        if node.op == "customized":
+            return self._run_block(node.attrs["block_graph"], args)
+        op = get_op(node.op)
+        assert op.ff is not None, f"{node.op} has no finite-field rule"
+        ranks = [len(g.types[i].dims) for i in node.inputs]
+        top = max(ranks)
+        aligned = [self._align(x, r, top, lead) for x, r in zip(args, ranks)]
+        return [op.ff(self.F, *aligned, **numpy_attrs(op, node.attrs, top))]
+
+    def _align(self, x: FFTensor, r: int, top: int, lead: int) -> FFTensor:
+        if r == top:
+            return x
+        return self.F.map(lambda a: a.reshape(a.shape[:lead] + (1,) * (top - r) + a.shape[lead:]), x)
+
+    def _run_block(self, bg: BlockGraph, args: list[FFTensor]) -> list[FFTensor]:
+        g, f = bg.grid_dims, bg.forloop_range
+        tiles = [self.F.map(lambda a, bi=bi: split_tiles(a, bi, g, f), x) for x, bi in zip(args, bg.block_inputs)]
+        outs = walk(bg, tiles, lambda n, a: self._apply(bg, n, a, lead=4))
+        return [self.F.map(lambda a, bo=bo: merge_tiles(a, bo, g), y) for y, bo in zip(outs, bg.block_outputs)]
+
+
+def sample_inputs(names: Sequence[str], shapes: Sequence[tuple[int, ...]], seed: int) -> dict[str, FFTensor]:
+    """Uniform integers in [0, 2^20) for every input, drawn per input name so that two
+    graphs with the same inputs in another order get the same values."""
+    out = {}
+    for name, shape in zip(names, shapes):
+        ss = np.random.SeedSequence(
+            [seed & 0xFFFFFFFFFFFF, int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")]
+        )
+        rng = np.random.Generator(np.random.SFC64(ss))
+        a = rng.integers(0, 1 << INPUT_BITS, size=shape, dtype=np.uint32).astype(np.float64)
+        out[name] = FFTensor(Res(a, float((1 << INPUT_BITS) - 1), True), lift=True)
+    return out
+
+
+def run_ff(kg: KernelGraph, inputs: dict[str, FFTensor], ops: FieldOps) -> list[FFTensor]:
+    return FFInterpreter(ops).run(kg, [inputs[n] for n in kg.input_names])
+
+
+def residues(t: FFTensor, m: int) -> np.ndarray:
+    """The canonical p-residues of a tensor (int64)."""
+    return canon(t.p, m)
