@@ -66,7 +66,13 @@ def to_dict(kg: KernelGraph, block_dims: bool = True) -> dict[str, Any]:
 def dumps(kg: KernelGraph) -> str:
     """Indented JSON with short lists of numbers kept on one line, for reading and diffing."""
     text = json.dumps(to_dict(kg), indent=1)
-    return re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
+    # Match JSON strings first and keep them as they are: a name such as "a[1,  2]" must not
+    # be rewritten (the list pattern alone also matched inside strings).
+    return re.sub(
+        r'"(?:[^"\\]|\\.)*"|\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]',
+        lambda m: m.group(0) if m.group(1) is None else "[" + re.sub(r"\s+", " ", m.group(1)) + "]",
+        text,
+    )
 
 
 def save(kg: KernelGraph, path: str | Path) -> None:
@@ -120,6 +126,11 @@ def _load_ops(g: Graph, ops: Any, ids: dict[int, int], where: str) -> None:
             raise SchemaError(f"{w}: 'attrs' must be an object")
         try:
             if name == "customized" and isinstance(g, KernelGraph):
+                # Only block_graph is passed on below: report any other attribute, as the
+                # op table does for every other op, instead of dropping it silently.
+                extra = sorted(set(attrs) - {"block_graph"})
+                if extra:
+                    raise GraphError("attr-unknown", f"customized: unknown attribute(s) {extra}")
                 bg = block_from_dict(
                     _field(attrs, "block_graph", dict, w), [g.types[i] for i in ins], f"{w}.block_graph"
                 )
@@ -136,7 +147,10 @@ def _load_ops(g: Graph, ops: Any, ids: dict[int, int], where: str) -> None:
 
 def block_from_dict(d: Any, in_types: list[TensorType], where: str = "block_graph") -> BlockGraph:
     grid = _int_list(d, "grid_dims", where)
-    bg = BlockGraph(grid, _field(d, "forloop_range", int, where), d.get("block_dims", (128, 1, 1)))
+    # block_dims is optional, but when present it must be integers like every other list
+    # (it was stored unchecked, so "block_dims": "abc" loaded as ('a', 'b', 'c')).
+    block_dims = _int_list(d, "block_dims", where) if "block_dims" in d else (128, 1, 1)
+    bg = BlockGraph(grid, _field(d, "forloop_range", int, where), block_dims)
     inputs = _field(d, "inputs", list, where)
     if len(inputs) != len(in_types):
         raise SchemaError(f"{where}: {len(inputs)} block inputs for {len(in_types)} kernel inputs")
