@@ -53,12 +53,19 @@ PLAIN: dict[str, Callable[..., np.ndarray]] = {
     "concat_matmul": lambda a, b, c, d: np.concatenate([a, b], axis=-1) @ np.concatenate([c, d], axis=-2),
 }
 ACCUM = {"accum_sum", "accum_sum_lastdim"}
+# Inside a kernel, exp results, matmuls and sums stay in float32 (DESIGN.md: "kernels keep
+# exp results and sums in float32"); every kernel-level tensor is in its own dtype.
+F32_IN_KERNEL = ACCUM | {"exp", "matmul", "concat_matmul", "reduce_sum"}
 
 Rounder = Callable[[np.ndarray, str], np.ndarray]
 
 
 def _no_round(x: np.ndarray, dtype: str) -> np.ndarray:
     return x
+
+
+def in_kernel(op: str, dtype: str) -> str:
+    return "float32" if op in F32_IN_KERNEL else dtype
 
 
 def tile_of(
@@ -101,15 +108,16 @@ def slow_block(bg: BlockGraph, args: list[np.ndarray], rnd: Rounder = _no_round)
                         part = part.sum(axis=-1, keepdims=True)
                     acc[o] = acc[o] + part if o in acc else part.copy()
                 elif o not in post:
-                    env[o] = rnd(PLAIN[n.op](*[env[i] for i in n.inputs], **n.attrs), bg.types[o].dtype)
-        # Accumulators are kept unrounded over the loop, rounded once at the end.
-        env.update({o: rnd(v, bg.types[o].dtype) for o, v in acc.items()})
+                    env[o] = rnd(
+                        PLAIN[n.op](*[env[i] for i in n.inputs], **n.attrs), in_kernel(n.op, bg.types[o].dtype)
+                    )
+        env.update({o: rnd(v, "float32") for o, v in acc.items()})
         for n in bg.nodes:
             (o,) = n.outputs
             if o in post and n.op not in ACCUM:
-                env[o] = rnd(PLAIN[n.op](*[env[i] for i in n.inputs], **n.attrs), bg.types[o].dtype)
+                env[o] = rnd(PLAIN[n.op](*[env[i] for i in n.inputs], **n.attrs), in_kernel(n.op, bg.types[o].dtype))
         for out, bo in zip(outs, bg.block_outputs):
-            tile = env[bo.tensor]
+            tile = rnd(env[bo.tensor], bg.types[bo.tensor].dtype)  # a kernel tensor again
             index = []
             for d, n in enumerate(tile.shape):
                 start = sum(block[g] * n for g in range(3) if bo.omap[g] == d)
@@ -311,14 +319,18 @@ def test_float32_mode(name: str) -> None:
 
 
 def round_f16(x: np.ndarray, dtype: str) -> np.ndarray:
-    assert dtype == "float16"
+    assert dtype in ("float16", "float32")
+    if dtype == "float32":
+        return np.asarray(x, np.float32)
     return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
 
 
 def round_bf16(x: np.ndarray, dtype: str) -> np.ndarray:
     """Round to nearest even on the top 16 bits of the float32 pattern, written here
     independently of mirage_py.ir.dtypes (via float64 arithmetic on the exponent)."""
-    assert dtype == "bfloat16"
+    assert dtype in ("bfloat16", "float32")
+    if dtype == "float32":
+        return np.asarray(x, np.float32)
     x = np.asarray(x, np.float64)
     out = np.empty_like(x)
     for idx, v in np.ndenumerate(x):
