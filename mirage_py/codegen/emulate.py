@@ -198,8 +198,10 @@ class EmulatedProgram:
                 for name, arr in arrays.items():
                     data = np.fromfile(work / f"{name}.out", dtype=arr.dtype)
                     out[name] = data.reshape(arr.shape)
-            races = int(m.group(2)) if m else len(
-                [ln for ln in proc.stderr.splitlines() if ln.startswith("mp_emulate: race:")]
+            races = (
+                int(m.group(2))
+                if m
+                else len([ln for ln in proc.stderr.splitlines() if ln.startswith("mp_emulate: race:")])
             )
             errors = int(m.group(3)) if m else 1
             return EmulationResult(
@@ -294,11 +296,15 @@ def run_kernel(
     block: tuple[int, int, int],
     shared_bytes: int,
     args: Sequence[np.ndarray | int | float],
-    **build_options: object,
+    *,
+    include_dirs: Sequence[Path | str] = (),
+    defines: Mapping[str, str | int] | None = None,
+    cache_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> EmulationResult:
     """Build `source` (cached) and launch `kernel` once. Array arguments become buffers
     named arg0, arg1, ... (their final contents are in the result's buffers)."""
-    prog = build([source], [kernel], **build_options)  # type: ignore[arg-type]
+    prog = build([source], [kernel], include_dirs=include_dirs, defines=defines, cache_dir=cache_dir)
     buffers: dict[str, np.ndarray] = {}
     launch_args: list[str | int | float] = []
     for i, a in enumerate(args):
@@ -308,4 +314,4 @@ def run_kernel(
         else:
             launch_args.append(a)
     name = _parse_kernel_spec(kernel)[0]
-    return prog.run([KernelLaunch(name, grid, block, shared_bytes, tuple(launch_args))], buffers)
+    return prog.run([KernelLaunch(name, grid, block, shared_bytes, tuple(launch_args))], buffers, env=env)

@@ -102,48 +102,45 @@ def _demangle(names: Sequence[str]) -> dict[str, str]:
 
 def parse_ptxas_verbose(log: str) -> dict[str, KernelResources]:
     """Per-kernel resources from `-Xptxas -v` output (entry functions only)."""
-    found: dict[str, dict[str, int | str | None]] = {}
+    arch: dict[str, str] = {}
+    nums: dict[str, dict[str, int]] = {}
     current: str | None = None
     for line in log.splitlines():
         if m := _ENTRY.search(line):
             current = m.group(1)
-            found[current] = {"arch": m.group(2)}
+            arch[current] = m.group(2)
+            nums[current] = {}
             continue
         if m := _PROPS.search(line):
-            current = m.group(1) if m.group(1) in found else None
+            current = m.group(1) if m.group(1) in nums else None
             continue
         if current is None:
             continue
-        rec = found[current]
+        rec = nums[current]
         if m := _STACK.search(line):
             rec["stack"], rec["spill_stores"], rec["spill_loads"] = (int(g) for g in m.groups())
         if m := _USED.search(line):
             rec["registers"] = int(m.group(1))
-            b = _BARRIERS.search(line)
-            s = _SMEM.search(line)
-            c = _CMEM.search(line)
-            rec["barriers"] = int(b.group(1)) if b else 0
-            rec["smem"] = int(s.group(1)) if s else 0
-            rec["cmem"] = int(c.group(1)) if c else None
-    names = _demangle(list(found))
-    result: dict[str, KernelResources] = {}
-    for name, rec in found.items():
-        if "registers" not in rec:
-            continue
-        cmem = rec.get("cmem")
-        result[name] = KernelResources(
+            for key, pattern in (("barriers", _BARRIERS), ("smem", _SMEM), ("cmem", _CMEM)):
+                if found := pattern.search(line):
+                    rec[key] = int(found.group(1))
+    names = _demangle(list(nums))
+    return {
+        name: KernelResources(
             name=name,
-            arch=str(rec["arch"]),
-            registers=int(rec["registers"]),  # type: ignore[arg-type]
-            shared_bytes=int(rec.get("smem") or 0),  # type: ignore[arg-type]
-            stack_bytes=int(rec.get("stack") or 0),  # type: ignore[arg-type]
-            spill_stores=int(rec.get("spill_stores") or 0),  # type: ignore[arg-type]
-            spill_loads=int(rec.get("spill_loads") or 0),  # type: ignore[arg-type]
-            barriers=int(rec.get("barriers") or 0),  # type: ignore[arg-type]
-            constant_bytes=None if cmem is None else int(cmem),  # type: ignore[arg-type]
+            arch=arch[name],
+            registers=rec["registers"],
+            shared_bytes=rec.get("smem", 0),
+            stack_bytes=rec.get("stack", 0),
+            spill_stores=rec.get("spill_stores", 0),
+            spill_loads=rec.get("spill_loads", 0),
+            barriers=rec.get("barriers", 0),
+            constant_bytes=rec.get("cmem"),
             demangled=names.get(name, ""),
         )
-    return result
+        for name, rec in nums.items()
+        if "registers" in rec
+    }
 
 
 def compile_cubin(
@@ -180,7 +177,9 @@ def compile_cubin(
         for f in sorted(d.glob("*.cuh")) + sorted(d.glob("*.h")):
             h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     key = h.hexdigest()[:24]
-    root = cache_dir or Path(os.environ.get("MIRAGE_PY_NVCC_CACHE", Path(tempfile.gettempdir()) / f"mirage-py-nvcc-{os.getuid()}"))
+    root = cache_dir or Path(
+        os.environ.get("MIRAGE_PY_NVCC_CACHE", Path(tempfile.gettempdir()) / f"mirage-py-nvcc-{os.getuid()}")
+    )
     out_dir = root / key
     cubin, log_file = out_dir / "out.cubin", out_dir / "ptxas.log"
     if cubin.exists() and log_file.exists():
@@ -196,6 +195,27 @@ def compile_cubin(
     log_file.write_text(log)
     tmp_cubin.replace(cubin)
     return CubinBuild(arch, cubin, parse_ptxas_verbose(log), log)
+
+
+def compile_ptx(
+    source: Path | str,
+    arch: str = "sm_80",
+    *,
+    include_dirs: Sequence[Path | str] = (),
+    nvcc: str | None = None,
+) -> str:
+    """The PTX nvcc makes of `source` for `arch` (to check which instructions a build uses)."""
+    tool = nvcc or find_nvcc()
+    if tool is None:
+        raise NvccError("nvcc not found (set $NVCC or $CUDA_HOME, or put nvcc on PATH)")
+    incs = [RUNTIME_DIR, *(Path(d).resolve() for d in include_dirs)]
+    with tempfile.TemporaryDirectory(prefix="mp-ptx-") as tmp:
+        out = Path(tmp) / "out.ptx"
+        cmd = [tool, "-ptx", f"-arch={arch}", "-std=c++17", *(f"-I{d}" for d in incs), str(source), "-o", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NvccError(f"nvcc -ptx failed for {arch}:\n{(proc.stdout + proc.stderr)[-8000:]}")
+        return out.read_text()
 
 
 def resource_table(builds: Sequence[CubinBuild]) -> str:

@@ -932,7 +932,8 @@ T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32,
                   std::source_location loc = std::source_location::current()) {
   const int lane = mp::emu::ctx().lane;
   const int src = lane ^ lane_mask;
-  return mp::emu::shfl_impl(mask, var, src, src / width != lane / width, "__shfl_xor_sync", loc);
+  // Lanes may read from their own or an earlier group of `width`, not from a later one.
+  return mp::emu::shfl_impl(mask, var, src, src / width > lane / width, "__shfl_xor_sync", loc);
 }
 template <class T>
 T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
