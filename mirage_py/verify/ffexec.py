@@ -65,6 +65,10 @@ def _sub(x: Res, y: Res, m: int) -> tuple[Res, bool]:
     return _add(x, y, m, -1)
 
 
+def _neg(x: Res, m: int) -> tuple[Res, bool]:
+    return Res(-x.a, x.b, x.b == 0), False
+
+
 def _mul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
     red = False
     if x.b * y.b >= LIMIT:
@@ -207,7 +211,7 @@ class FieldOps:
         return self._combine(_mul, (a, b))
 
     def neg(self, a: FFTensor) -> FFTensor:
-        return self.map(np.negative, a)
+        return self._combine(_neg, (a,))
 
     def matmul(self, a: FFTensor, b: FFTensor) -> FFTensor:
         return self._combine(_matmul, (a, b))

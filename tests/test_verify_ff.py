@@ -1,0 +1,231 @@
+"""The finite-field rules and executor: every op has a rule; exact ops agree with exact
+rational arithmetic mapped into the field; exp, keyed functions, zero divisors, nested exp,
+matmul chunking and the block executor behave as DESIGN.md says."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from mirage_py.benchmarks import all_benchmarks
+from mirage_py.ir import KernelGraph, new_block_graph, new_kernel_graph
+from mirage_py.ir.ops import OPS
+from mirage_py.verify.degree import degrees
+from mirage_py.verify.ffexec import (
+    FFTensor,
+    FieldOps,
+    OutsideFragment,
+    Res,
+    _matmul,
+    canon,
+    residues,
+    run_ff,
+    sample_inputs,
+)
+from mirage_py.verify.fields import DEFAULT_FIELD, FIELDS
+
+P, Q, W = DEFAULT_FIELD.p, DEFAULT_FIELD.q, DEFAULT_FIELD.omega
+
+
+def test_every_op_has_an_ff_rule():
+    missing = [n for n, op in OPS.items() if op.ff is None and op.kind != "graph"]
+    assert missing == []
+
+
+def _lifted(a: np.ndarray) -> FFTensor:
+    a = np.asarray(a, dtype=np.float64)
+    return FFTensor(Res(a, float(np.max(np.abs(a), initial=0)), bool(np.all(a >= 0))), lift=True)
+
+
+def _to_field(x: np.ndarray, m: int) -> np.ndarray:
+    """Exact rationals (object array) -> residues mod m."""
+    return np.vectorize(lambda r: Fraction(r).numerator * pow(Fraction(r).denominator, -1, m) % m, otypes=[np.int64])(x)
+
+
+# Exact ops: the NumPy rule on Fractions (or, where the rule converts its constant to a
+# float, the same formula on Fractions), mapped into the field, is the ff rule's result.
+RATIONAL = {
+    "reciprocal": lambda x: Fraction(1) / x,
+    "mul_scalar": lambda x, c: x * c,
+    "add_scalar": lambda x, c: x + c,
+    "pow_scalar": lambda x, c: x**c,
+}
+EXACT = {
+    "matmul": ([(3, 4), (4, 5)], {}),
+    "square": ([(3, 4)], {}),
+    "neg": ([(3, 4)], {}),
+    "reciprocal": ([(3, 4)], {}),
+    "mul_scalar": ([(3, 4)], {"c": Fraction(-7, 3)}),
+    "add_scalar": ([(3, 4)], {"c": Fraction(5, 11)}),
+    "pow_scalar": ([(3, 4)], {"c": Fraction(-3)}),
+    "add": ([(3, 4), (1, 4)], {}),
+    "sub": ([(3, 4), (3, 1)], {}),
+    "mul": ([(3, 4), (3, 4)], {}),
+    "div": ([(3, 4), (3, 4)], {}),
+    "reduce_sum": ([(3, 8)], {"dim": -1, "size": 2}),
+    "transpose": ([(3, 4)], {}),
+    "concat": ([(3, 4), (3, 2)], {"dim": -1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT))
+@pytest.mark.parametrize("f", FIELDS[:2], ids=str)
+def test_exact_ops_match_rationals(name, f):
+    shapes, attrs = EXACT[name]
+    rng = np.random.default_rng(1)
+    ints = [rng.integers(1, 60, s) for s in shapes]
+    op = OPS[name]
+    fr = [np.vectorize(Fraction, otypes=[object])(a) for a in ints]
+    if name in RATIONAL:
+        expect = np.vectorize(lambda x: RATIONAL[name](x, **attrs), otypes=[object])(fr[0])
+    else:
+        expect = op.numpy(*fr, **attrs)
+    F = FieldOps(f, key=0)
+    got = op.ff(F, *[_lifted(a) for a in ints], **attrs)
+    assert np.array_equal(canon(got.p, f.p), _to_field(expect, f.p))
+    if got.has_q:
+        assert np.array_equal(canon(got.qres(), f.q), _to_field(expect, f.q))
+
+
+def test_exp_sigmoid_silu_tanh_gelu_residues():
+    x = np.array([[0.0, 1, 2, 5, 605_392, 123_456]])
+    F = FieldOps(DEFAULT_FIELD)
+    t = _lifted(x)
+    exp = [pow(W, int(v) % Q, P) for v in x[0]]
+    assert canon(OPS["exp"].ff(F, t).p, P)[0].tolist() == exp
+    sig = [pow(1 + pow(W, -int(v) % Q, P), -1, P) for v in x[0]]
+    assert canon(OPS["sigmoid"].ff(F, t).p, P)[0].tolist() == sig
+    assert canon(OPS["silu"].ff(F, t).p, P)[0].tolist() == [int(v) * s % P for v, s in zip(x[0], sig)]
+    # tanh-gelu is x·sigmoid(2u), u = k(x + a x³), with the NumPy rule's float constants.
+    k, a = Fraction(np.sqrt(2 / np.pi)), Fraction(0.044715)
+    two_u = [(2 * k * (int(v) + a * int(v) ** 3)) for v in x[0]]
+    expect = [
+        int(v) * pow(1 + pow(W, -(u.numerator * pow(u.denominator, -1, Q)) % Q, P), -1, P) % P
+        for v, u in zip(x[0], two_u)
+    ]
+    assert canon(OPS["gelu"].ff(F, t, approximate="tanh").p, P)[0].tolist() == expect
+    # exp results have no q-residue; exp of one is nested exp.
+    e = F.exp(t)
+    assert not e.has_q
+    with pytest.raises(OutsideFragment):
+        F.exp(F.add(e, t))
+
+
+def test_silu_equals_x_times_sigmoid_in_a_graph():
+    def graph(fused: bool) -> KernelGraph:
+        g = new_kernel_graph()
+        x = g.new_input((4, 8), name="x")
+        g.mark_output(g.silu(x) if fused else g.mul(x, g.sigmoid(x)), "y")
+        return g
+
+    ins = sample_inputs(["x"], [(4, 8)], 3)
+    a, b = (residues(run_ff(graph(f), ins, FieldOps(key=3))[0], P) for f in (True, False))
+    assert np.array_equal(a, b)
+
+
+def test_keyed_functions():
+    x = _lifted(np.arange(12.0).reshape(3, 4))
+    y = _lifted(np.arange(12.0).reshape(3, 4) + 1)
+    F, G = FieldOps(key=1), FieldOps(key=2)
+    sqrt = canon(F.opaque("sqrt", x).p, P)
+    # Keyed by op, attributes and value only: the same call elsewhere gives the same values,
+    # pow_scalar(1/2) is the same function, a new trial key gives a fresh function.
+    assert np.array_equal(sqrt, canon(OPS["sqrt"].ff(F, x).p, P))
+    assert np.array_equal(sqrt, canon(OPS["pow_scalar"].ff(F, x, c=Fraction(1, 2)).p, P))
+    assert not np.array_equal(sqrt, canon(G.opaque("sqrt", x).p, P))
+    assert not np.array_equal(sqrt, canon(F.opaque("relu", x).p, P))
+    assert not np.array_equal(sqrt, canon(F.opaque("sqrt", y).p, P))
+    p3 = canon(OPS["pow_scalar"].ff(F, x, c=Fraction(1, 3)).p, P)
+    assert not np.array_equal(p3, canon(OPS["pow_scalar"].ff(F, x, c=Fraction(2, 3)).p, P))
+    erf_gelu = F.opaque("gelu", x, approximate="none")
+    assert np.array_equal(canon(erf_gelu.p, P), canon(OPS["gelu"].ff(F, x).p, P))
+    # Equal values in different positions map equally (a function of the value).
+    z = _lifted(np.array([5.0, 9.0, 5.0]))
+    r = canon(F.opaque("relu", z).p, P)
+    assert r[0] == r[2] != r[1]
+    # Keyed outputs carry a q-residue: exp(sqrt(x)) is inside the fragment.
+    assert F.opaque("sqrt", F.exp(x)).has_q
+    F.exp(F.opaque("sqrt", F.exp(x)))
+
+
+def test_zero_divisors_counted():
+    F = FieldOps()
+    x = _lifted(np.array([[0.0, 3.0, 0.0, P]]))  # P ≡ 0 as well
+    inv = canon(F.div(F.const(Fraction(1)), x).p, P)
+    assert inv.tolist() == [[0, pow(3, -1, P), 0, 0]]
+    assert F.zero_divisors == 3
+
+
+def test_matmul_chunks_beyond_the_float64_bound():
+    k = 3 * 6144 + 5
+    a = Res(np.full((2, k), P - 1.0), P - 1.0, True)
+    b = Res(np.full((k, 3), P - 2.0), P - 2.0, True)
+    r, reduced = _matmul(a, b, P)
+    assert reduced and r.b < 2**53
+    assert np.all(np.mod(r.a, P) == (k * (P - 1) * (P - 2)) % P)
+    # Within the bound: one BLAS call, no reduction.
+    r, reduced = _matmul(Res(a.a[:, :4096], P - 1.0, True), Res(b.a[:4096], P - 2.0, True), P)
+    assert not reduced and np.all(np.mod(r.a, P) == (4096 * (P - 1) * (P - 2)) % P)
+
+
+def test_lazy_q_matches_direct_q():
+    """A q-residue computed lazily after a mod-p reduction equals the exact value mod q."""
+    rng = np.random.default_rng(0)
+    xs = rng.integers(0, 1 << 20, (4, 64)).astype(np.float64)
+    ws = rng.integers(0, 1 << 20, (64, 8)).astype(np.float64)
+    F = FieldOps()
+    y = F.mul(F.matmul(_lifted(xs), _lifted(ws)), F.matmul(_lifted(xs), _lifted(ws)))
+    assert not y.lift  # the product overflowed 2^53 and was reduced mod p
+    exact = np.array([[int(v) for v in row] for row in (xs.astype(object) @ ws.astype(object))], dtype=object)
+    exact = exact * exact
+    assert np.array_equal(canon(y.qres(), Q), (exact % Q).astype(np.int64))
+    assert np.array_equal(canon(y.p, P), (exact % P).astype(np.int64))
+
+
+def _tiled(f: int, grid: int) -> KernelGraph:
+    g = new_kernel_graph()
+    x, w = g.new_input((8, 64), name="x"), g.new_input((64, 32), name="w")
+    bg = new_block_graph((grid, 1, 1), f)
+    bx, bw = bg.new_input(x, (-1, -1, -1), 1), bg.new_input(w, (1, -1, -1), 0)
+    acc = bg.accum_sum(bg.matmul(bx, bw))
+    ss = bg.accum_sum_lastdim(bg.square(bx))
+    bg.new_output(bg.div(bg.exp(acc), ss), (1, -1, -1))
+    (o,) = g.customized([x, w], bg)
+    g.mark_output(o, "y")
+    return g
+
+
+def test_block_executor_matches_kernel_ops():
+    k = new_kernel_graph()
+    x, w = k.new_input((8, 64), name="x"), k.new_input((64, 32), name="w")
+    k.mark_output(k.div(k.exp(k.matmul(x, w)), k.reduce_sum(k.square(x), 1)), "y")
+    ins = sample_inputs(["x", "w"], [(8, 64), (64, 32)], 7)
+    ref = residues(run_ff(k, ins, FieldOps(key=7))[0], P)
+    for f, grid in ((1, 1), (4, 2), (16, 4), (64, 32)):
+        got = residues(run_ff(_tiled(f, grid), ins, FieldOps(key=7))[0], P)
+        assert np.array_equal(got, ref), (f, grid)
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "gated_mlp", "gqa", "qknorm", "lora", "ntrans"])
+def test_experts_give_the_specs_residues(name):
+    b = all_benchmarks()[name]
+    spec = b.spec("small")
+    ins = sample_inputs(spec.input_names, [spec.types[t].dims for t in spec.inputs], 11)
+    ref = [residues(y, P) for y in run_ff(spec, ins, FieldOps(key=11))]
+    for ex in b.experts("small").values():
+        got = [residues(y, P) for y in run_ff(ex, ins, FieldOps(key=11))]
+        assert all(np.array_equal(a, c) for a, c in zip(ref, got))
+
+
+def test_degrees():
+    g = new_kernel_graph()
+    x, w = g.new_input((4, 8), name="x"), g.new_input((8, 8), name="w")
+    h = g.matmul(x, w)  # 2
+    g.mark_output(g.mul(g.silu(h), h), "a")  # silu: 2 + 1 (the inverse atom); times h: 5
+    g.mark_output(g.pow_scalar(g.add_scalar(x, 1), 3), "b")  # 3
+    g.mark_output(g.rms_norm(x, Fraction(1, 10**6)), "c")  # x · (sqrt atom)⁻¹: 2
+    r = degrees(g)
+    assert r.degrees == [5, 3, 2]
+    assert (r.exps, r.opaques, r.inverses) == (1, 1, 2)
