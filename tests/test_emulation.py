@@ -823,3 +823,18 @@ def test_gpu_build_uses_the_intended_instructions(nvcc_unit: Path) -> None:
         "shfl.sync.bfly.b32",
     ]:
         assert instr in ptx, instr
+
+
+@pytest.mark.skipif(nv.find_nvrtc() is None, reason="libnvrtc not found: NVRTC (CuPy's compiler) not checked")
+def test_nvrtc_accepts_runtime_and_kernels() -> None:
+    """The same source through NVRTC, as CuPy's RawModule compiles it (C++17, no host headers)."""
+    exprs = [e for e in KERNELS.values() if "<" in e]
+    try:
+        res = nv.nvrtc_compile(KERNELS_CU, "compute_80", name_expressions=exprs)
+    except OSError as exc:  # a libnvrtc that cannot load its builtins library
+        pytest.skip(f"libnvrtc unusable here: {exc}")
+    if not res.ok and "libnvrtc-builtins" in res.log:
+        pytest.skip(f"libnvrtc unusable here: {res.log.strip()}")
+    assert res.ok, res.log
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in res.ptx
+    assert all(name.startswith("_Z") for name in res.lowered_names.values())

@@ -1,13 +1,19 @@
-"""Check the GPU build of kernel files with nvcc and read their resource use.
+"""Check the GPU build of kernel files with nvcc (and NVRTC) and read their resource use.
 
 ``compile_cubin`` runs ``nvcc -cubin -arch=sm_XX -Xptxas -v`` on a .cu file (C++17, the
 runtime headers on the include path) and parses ptxas's report into registers, static
 shared memory, stack and spills per kernel. Nothing it builds is run. Dynamic shared memory
 (``MP_SHARED_BASE``) is a launch parameter and is not in ptxas's figure.
+
+``nvrtc_compile`` compiles the same source with NVRTC, as CuPy's RawModule does, when a
+libnvrtc can be found (CUDA toolkit, CuPy's wheels, or $MIRAGE_PY_NVRTC).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
 import hashlib
 import os
 import re
@@ -235,3 +241,91 @@ def resource_table(builds: Sequence[CubinBuild]) -> str:
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def find_nvrtc() -> str | None:
+    """A libnvrtc shared library: $MIRAGE_PY_NVRTC, the CUDA toolkit's, the loader's, or one
+    from NVIDIA's Python wheels on sys.path; None if there is none."""
+    import sys
+
+    if os.environ.get("MIRAGE_PY_NVRTC"):
+        return os.environ["MIRAGE_PY_NVRTC"]
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    patterns = [str(Path(r) / "lib64" / "libnvrtc.so*") for r in roots if r]
+    patterns += [str(Path(p) / "nvidia" / "*" / "lib" / "libnvrtc.so*") for p in sys.path if p]
+    for pattern in patterns:
+        hits = sorted(h for h in glob.glob(pattern) if "alt" not in Path(h).name)
+        if hits:
+            return hits[0]
+    return ctypes.util.find_library("nvrtc")
+
+
+@dataclass(frozen=True)
+class NvrtcResult:
+    ok: bool
+    log: str
+    ptx: str
+    lowered_names: dict[str, str]
+
+
+def nvrtc_compile(
+    source: str,
+    arch: str = "sm_80",
+    *,
+    include_dirs: Sequence[Path | str] = (),
+    name_expressions: Sequence[str] = (),
+    options: Sequence[str] = (),
+    library: str | None = None,
+    cuda_roots: Sequence[str] = ("/usr/local/cuda",),
+) -> NvrtcResult:
+    """Compile CUDA source text with NVRTC (C++17, runtime headers on the include path).
+    `name_expressions` (e.g. '&matmul<__half>') instantiate template kernels, as CuPy's
+    name_expressions do; their lowered (mangled) names come back."""
+    lib_path = library or find_nvrtc()
+    if lib_path is None:
+        raise NvccError("libnvrtc not found (set $MIRAGE_PY_NVRTC to its path)")
+    lib = ctypes.CDLL(lib_path)
+    prog = ctypes.c_void_p()
+
+    def check(status: int, what: str) -> None:
+        if status != 0:
+            lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+            raise NvccError(f"{what}: {lib.nvrtcGetErrorString(status).decode()}")
+
+    check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernel.cu", 0, None, None), "create")
+    try:
+        for expr in name_expressions:
+            check(lib.nvrtcAddNameExpression(prog, expr.encode()), f"name expression {expr!r}")
+        # cuda_fp16.h / cuda_bf16.h are not built into NVRTC: they come from a toolkit's include
+        # directory (CuPy passes the one it found, or its own copy).
+        cuda_inc = [str(Path(r) / "include") for r in cuda_roots if (Path(r) / "include" / "cuda_fp16.h").is_file()]
+        opts = [
+            f"--gpu-architecture={arch}",
+            "-std=c++17",
+            *(f"-I{d}" for d in [RUNTIME_DIR, *include_dirs, *cuda_inc]),
+            *options,
+        ]
+        arr = (ctypes.c_char_p * len(opts))(*(o.encode() for o in opts))
+        status = lib.nvrtcCompileProgram(prog, len(opts), arr)
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, buf)
+        log = buf.value.decode(errors="replace")
+        if status != 0:
+            return NvrtcResult(False, log, "", {})
+        lowered: dict[str, str] = {}
+        for expr in name_expressions:
+            out = ctypes.c_char_p()
+            check(lib.nvrtcGetLoweredName(prog, expr.encode(), ctypes.byref(out)), f"lowered name of {expr!r}")
+            lowered[expr] = (out.value or b"").decode()
+        ptx_text = ""
+        # sm_XX targets give CUBIN rather than PTX; compute_XX gives PTX.
+        if arch.startswith("compute_"):
+            lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+            ptx_buf = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetPTX(prog, ptx_buf)
+            ptx_text = ptx_buf.value.decode(errors="replace")
+        return NvrtcResult(True, log, ptx_text, lowered)
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
