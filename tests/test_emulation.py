@@ -8,6 +8,7 @@ fragment layouts, and by nvcc for sm_80 and sm_90 (compile only; nothing runs on
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from mirage_py.codegen import nvcc as nv
 from mirage_py.codegen.emulate import (
+    RUNTIME_DIR,
     EmulatedProgram,
     EmulationError,
     EmulationResult,
@@ -744,15 +746,25 @@ def test_bad_launch_arguments_are_errors(prog: EmulatedProgram) -> None:
         KernelLaunch("k", (0, 1, 1), (1, 1, 1), 0, ()).command()
 
 
-def test_run_kernel_and_build_cache(kernel_file: Path, prog: EmulatedProgram) -> None:
+def test_run_kernel_and_build_cache(kernel_file: Path, prog: EmulatedProgram, tmp_path: Path) -> None:
     again = build([kernel_file], [f"{name}={expr}" for name, expr in KERNELS.items()])
     assert again.path == prog.path  # same content, same cached program
+    # A copy of the runtime (as an emitted OUT/runtime holds) builds the same way.
+    runtime_copy = shutil.copytree(RUNTIME_DIR, tmp_path / "runtime")
     n = 64
     res = run_kernel(
-        kernel_file, "race_kernel", (1, 1, 1), (n, 1, 1), n * 4, [np.ones(n, np.float32), np.zeros(n, np.float32), 0]
+        kernel_file,
+        "race_kernel",
+        (1, 1, 1),
+        (n, 1, 1),
+        n * 4,
+        [np.ones(n, np.float32), np.zeros(n, np.float32), 0],
+        runtime_dir=runtime_copy,
     )
     res.check()
     assert np.array_equal(res.buffers["arg1"], np.ones(n, np.float32))
+    with pytest.raises(EmulationError, match="no mp_emulate.h"):
+        build([kernel_file], ["race_kernel"], runtime_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------

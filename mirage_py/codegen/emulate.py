@@ -77,9 +77,9 @@ def _parse_kernel_spec(spec: str) -> tuple[str, str]:
     return name, expr
 
 
-def _header_digest(include_dirs: Sequence[Path]) -> list[bytes]:
+def _header_digest(dirs: Sequence[Path]) -> list[bytes]:
     parts: list[bytes] = []
-    for d in [RUNTIME_DIR, *include_dirs]:
+    for d in dirs:
         for f in sorted(Path(d).glob("*")):
             if f.is_file() and f.suffix in (".h", ".cuh", ".hpp", ".inc"):
                 parts += [str(f.name).encode(), f.read_bytes()]
@@ -223,15 +223,20 @@ def build(
     defines: Mapping[str, str | int] | None = None,
     extra_flags: Sequence[str] = (),
     cache_dir: Path | None = None,
+    runtime_dir: Path | str | None = None,
 ) -> EmulatedProgram:
     """Compile kernel sources into one emulation program, registering `kernels` (each 'name'
     or 'name=expression', e.g. 'mm=&matmul<mp::f16>') in the first source's unit. Each
-    source is its own translation unit. Cached by content; returns the program."""
+    source is its own translation unit. `runtime_dir` is where the runtime headers are
+    (default: this package's; an emitted OUT/runtime works too). Cached by content."""
     if not sources:
         raise ValueError("no sources to build")
     specs = [_parse_kernel_spec(k) for k in kernels]
     srcs = [Path(s).resolve() for s in sources]
     incs = [Path(d).resolve() for d in include_dirs]
+    rt = Path(runtime_dir).resolve() if runtime_dir is not None else RUNTIME_DIR
+    if not (rt / "mp_emulate.h").is_file():
+        raise EmulationError(f"no mp_emulate.h in runtime directory {rt}")
     cxx = compiler()
     flags = [*EMULATION_FLAGS, *(f"-D{k}={v}" for k, v in sorted((defines or {}).items())), *extra_flags]
 
@@ -240,7 +245,7 @@ def build(
         h.update(part + b"\0")
     for s in srcs:
         h.update(s.read_bytes() + b"\0")
-    for part in _header_digest(incs):
+    for part in _header_digest([rt, *incs]):
         h.update(part + b"\0")
     key = h.hexdigest()[:24]
 
@@ -265,7 +270,7 @@ def build(
         cmd = [
             cxx,
             *flags,
-            f"-I{RUNTIME_DIR}",
+            f"-I{rt}",
             *(f"-I{d}" for d in incs),
             *(f"-I{s.parent}" for s in srcs),
             "-include",
@@ -300,11 +305,14 @@ def run_kernel(
     include_dirs: Sequence[Path | str] = (),
     defines: Mapping[str, str | int] | None = None,
     cache_dir: Path | None = None,
+    runtime_dir: Path | str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> EmulationResult:
     """Build `source` (cached) and launch `kernel` once. Array arguments become buffers
     named arg0, arg1, ... (their final contents are in the result's buffers)."""
-    prog = build([source], [kernel], include_dirs=include_dirs, defines=defines, cache_dir=cache_dir)
+    prog = build(
+        [source], [kernel], include_dirs=include_dirs, defines=defines, cache_dir=cache_dir, runtime_dir=runtime_dir
+    )
     buffers: dict[str, np.ndarray] = {}
     launch_args: list[str | int | float] = []
     for i, a in enumerate(args):
