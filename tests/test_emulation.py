@@ -222,7 +222,7 @@ extern "C" __global__ void race_kernel(const float* in, float* out, int skip) {
 
 // Misuse the emulator must report: 1 = shared access out of bounds, 2 = divergent
 // __syncthreads, 3 = cp.async never waited for, 4 = deadlock (half a warp at __syncthreads,
-// the other half at __syncwarp).
+// the other half at __syncwarp), 5 = an ldmatrix row address not 16-byte aligned.
 extern "C" __global__ void misuse_kernel(const float* in, float* out, int what) {
   MP_SHARED_BASE(smem);
   const mp::Smem<float> s = mp::smem_at<float>(smem, 0);
@@ -242,6 +242,12 @@ extern "C" __global__ void misuse_kernel(const float* in, float* out, int what) 
     } else {
       __syncwarp();
     }
+  }
+  if (what == 5) {
+    mp::fill(s, 64, 0.0f);
+    __syncthreads();
+    u32 r[1];
+    mp::ldmatrix<1, false>(r, s.as<u16>() + (8 * (t & 7) + 1));
   }
   out[t] = in[t];
 }
@@ -703,7 +709,12 @@ def test_matmul_without_a_barrier_races(prog: EmulatedProgram, skip: int) -> Non
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("what", "message"),
-    [(1, "outside the 256 bytes"), (2, "divergent __syncthreads"), (3, "never waited for")],
+    [
+        (1, "outside the 256 bytes"),
+        (2, "divergent __syncthreads"),
+        (3, "never waited for"),
+        (5, "misaligned 16-byte shared-memory read"),
+    ],
 )
 def test_misuse_is_reported(prog: EmulatedProgram, what: int, message: str) -> None:
     n = 32

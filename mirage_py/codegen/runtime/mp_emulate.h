@@ -570,13 +570,8 @@ void ldmatrix(uint32_t (&r)[NUM], const void* row_addr, const SrcLoc& loc) {
   static_assert(NUM == 1 || NUM == 2 || NUM == 4, "ldmatrix loads 1, 2 or 4 matrices");
   ThreadCtx& c = ctx();
   require_full_warp("ldmatrix", loc);
-  if (c.lane < 8 * NUM) {
-    const ptrdiff_t off = static_cast<const unsigned char*>(row_addr) - c.L->smem;
-    if (off % 16 != 0)
-      report("error", "ldmatrix row address at shared offset %td is not 16-byte aligned (%s:%u)", off,
-             base_name(loc.file_name()), loc.line());
-    smem_access(row_addr, 16, false, loc);
-  }
+  // Each address lane reads one 16-byte row (smem_access also checks its alignment).
+  if (c.lane < 8 * NUM) smem_access(row_addr, 16, false, loc);
   auto rows = warp_gather(row_addr, loc);
   for (int m = 0; m < NUM; ++m) {
     uint32_t reg = 0;
