@@ -780,7 +780,7 @@ inline LaunchStats run_launch(const char* name, dim3 grid, dim3 block, size_t sh
 
   // Watchdog: when every live thread waits at a barrier and nothing moves for a while, no
   // thread can ever release the others.
-  const long deadlock_ms = env_long("MP_EMU_DEADLOCK_MS", 2000);
+  const long deadlock_ms = env_long("MP_EMU_DEADLOCK_MS", 10000);
   long last_progress = -1;
   auto still_since = std::chrono::steady_clock::now();
   while (L.exited.load() < L.nthreads) {
