@@ -209,6 +209,9 @@ def _transpose_operand(c: Ctx, k: int) -> Tensor:
     return c.g.add_op(c.node.op, ins)
 
 
+# Kinds whose parameter is a free choice (a factor), not one of an enumerated few.
+FREE_PARAM = frozenset({"constant", "constant-inserted", "scale"})
+
 NODE_KINDS: dict[str, tuple[Expect, Callable[[Node, Graph], list[Any]], NodeFn]] = {
     # -- rewrites (equivalent) ------------------------------------------------------------
     "commute": ("equivalent", lambda n, g: [None] if n.op in ("add", "mul") else [], lambda c, _: c.g.add_op(c.node.op, c.ins[::-1])),
@@ -331,7 +334,11 @@ def _replay_nodes(old: Graph, new: Graph, m: dict[int, Tensor], edit: Edit | Non
             assert isinstance(new, KernelGraph)
             made = new.customized(ins, _rebuild_block(node.attrs["block_graph"], ins, edit, j))
         elif edit is not None and edit.site == prefix + (j,) and edit.kind in NODE_KINDS:
-            made = [NODE_KINDS[edit.kind][2](Ctx(new, old, node, ins, m), edit.param)]
+            _, params, fn = NODE_KINDS[edit.kind]
+            ok = params(node, old)
+            if not ok or (edit.kind not in FREE_PARAM and edit.param not in ok):
+                raise GraphError("edit-site", f"{edit} does not apply to {node.op}")
+            made = [fn(Ctx(new, old, node, ins, m), edit.param)]
         else:
             made = [new.add_op(node.op, ins, **node.attrs)]
         for o, t in zip(node.outputs, made):
