@@ -19,6 +19,7 @@ from .graph import BlockGraph, BlockInput, BlockOutput, Graph, KernelGraph, Node
 from .ops import BLOCK_LEAD, get_op, numpy_attrs
 
 V = TypeVar("V")
+F32_KINDS = frozenset({"accum", "reduce", "matmul"})
 Mode = Literal["float64", "float32", "dtype"]
 
 
@@ -115,12 +116,20 @@ class FloatInterpreter:
         ranks = [len(g.types[i].dims) for i in node.inputs]
         with np.errstate(all="ignore"):
             y = op.numpy(*align(args, ranks, lead), **numpy_attrs(op, node.attrs, max(ranks)))
-        return [self._store(y, g.types[node.outputs[0]].dtype)]
+        # Inside a kernel, exp results, reductions and accumulators stay in float32, as the
+        # emitted kernels keep them (DESIGN.md); kernel-level tensors are stored in their dtype.
+        dtype = g.types[node.outputs[0]].dtype
+        if lead and (op.kind in F32_KINDS or node.op == "exp"):
+            dtype = "float32"
+        return [self._store(y, dtype)]
 
     def _run_block(self, bg: BlockGraph, args: list[np.ndarray]) -> list[np.ndarray]:
         tiles = [split_tiles(x, bi, bg.grid_dims, bg.forloop_range) for x, bi in zip(args, bg.block_inputs)]
         outs = walk(bg, tiles, lambda n, a: self._apply(bg, n, a, lead=BLOCK_LEAD))
-        return [merge_tiles(y, bo, bg.grid_dims) for y, bo in zip(outs, bg.block_outputs)]
+        return [
+            self._store(merge_tiles(y, bo, bg.grid_dims), bg.types[bo.tensor].dtype)
+            for y, bo in zip(outs, bg.block_outputs)
+        ]
 
 
 def run_float(

@@ -270,14 +270,14 @@ class Searcher:
         for name in self.cfg.kernel_ops:
             op = get_op(name)
             for ins in itertools.product(range(n), repeat=op.arity):
-                if st.last is not None and (ins, name) < st.last[:2]:
+                if st.last is not None and (tuple(sorted(ins, reverse=True)), name) < st.last[:2]:
                     continue
                 for attrs in self._attr_choices(name, [st.g.types[i] for i in ins]):
                     yield lambda ins=ins, name=name, attrs=attrs: self._add_kernel_op(st, name, ins, attrs)
 
     def _add_kernel_op(self, st: _Kernel, name: str, ins: tuple[int, ...], attrs: dict[str, Any]) -> None:
         g = st.g
-        key = (ins, name, _attrs_key(attrs))
+        key = order_key(ins, name, _attrs_key(attrs))
         if (name in COMMUTATIVE and ins[0] > ins[1]) or (st.last is not None and key <= st.last):
             self.stats.pruned["order"] += 1
             return
@@ -357,7 +357,7 @@ class Searcher:
         return out
 
     def _open(self, st: _Kernel, ins: tuple[int, ...], grid: Map3, f: int, maps: list[tuple[Map3, int]]) -> None:
-        key = (ins, "customized", (grid, f, tuple(maps)))
+        key = order_key(ins, "customized", (grid, f, tuple(maps)))
         if st.last is not None and key <= st.last:
             self.stats.pruned["order"] += 1
             return
@@ -381,7 +381,7 @@ class Searcher:
         for name in self.cfg.block_ops:
             op = get_op(name)
             for ins in itertools.product(range(n), repeat=op.arity):
-                if blk.last is not None and (ins, name) < blk.last[:2]:
+                if blk.last is not None and (tuple(sorted(ins, reverse=True)), name) < blk.last[:2]:
                     continue  # the canonical order, checked before building attributes
                 for attrs in self._attr_choices(name, [blk.bg.types[i] for i in ins]):
                     self._add_block_op(st, blk, open_key, name, ins, attrs)
@@ -390,7 +390,7 @@ class Searcher:
         self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...], name: str, ins: tuple[int, ...], attrs: dict[str, Any]
     ) -> None:
         bg = blk.bg
-        key = (ins, name, _attrs_key(attrs))
+        key = order_key(ins, name, _attrs_key(attrs))
         if (name in COMMUTATIVE and ins[0] > ins[1]) or (blk.last is not None and key <= blk.last):
             self.stats.pruned["order"] += 1
             return
@@ -469,7 +469,7 @@ class Searcher:
         new_terms = [blk.terms[bo.tensor] for bo in bg.block_outputs]
         # Freeze the block graph as it stands: the search goes on mutating `bg`.
         g.nodes[-1].attrs["block_graph"] = _freeze(bg)
-        key = (blk.ins, "customized", open_key[2], tuple(bo.omap for bo in bg.block_outputs))
+        key = order_key(blk.ins, "customized", (*open_key[3], tuple(bo.omap for bo in bg.block_outputs)))
         sub = _Kernel(g, st.vals + new_vals, st.keys + new_keys, st.terms + new_terms, key, st.customized + 1)
         if not self._seen_before(("k", tuple(sub.keys), sub.customized), key):
             self._kernel(sub)
@@ -500,6 +500,16 @@ class Searcher:
 
 def _attrs_key(attrs: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, str(v)) for k, v in attrs.items()))
+
+
+def order_key(ins: tuple[int, ...], name: str, extra: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The canonical-order key of an op: its input indices sorted newest first, then the op
+    and its exact inputs and attributes. Building a graph with strictly increasing keys has
+    exactly one order per graph (always the available op with the smallest key: an op that
+    uses a new tensor has a larger newest input than any op before it). Keying on the input
+    tuple as written, oldest first, would make some graphs unreachable (div(t5, t8) after
+    sqrt(t7), say)."""
+    return (tuple(sorted(ins, reverse=True)), name, ins, extra)
 
 
 def _spec_constants(spec: KernelGraph) -> list[Fraction]:
