@@ -23,6 +23,7 @@ from . import __version__
 from .benchmarks import SIZES, Benchmark, Size, all_benchmarks
 from .ir import GraphError, SchemaError, dumps, load
 from .ir.show import graph_json, render_dot, render_table, render_text, report_header, write_atomic
+from .search.config import PRESETS, SMEM_LIMIT, get_config
 
 PROG = "mirage-py"
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -219,5 +220,90 @@ def benchmarks_export(name: Benchmark, batch: int | None, size: str, spec_file: 
 
 
 # ---------------------------------------------------------------------------------------
-# Later commands attach to `cli` here, each a thin call into its package: optimize and emit
-# (pipeline), verify (verify), run (codegen), check (benchmarks), cache (search).
+# Later commands attach to `cli` below, each a thin call into its package: emit and run
+# (codegen), check (pipeline), cache (search).
+
+
+# ---------------------------------------------------------------------------------------
+# verify
+
+
+@cli.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option(
+    "--trials", type=click.IntRange(min=1), help="Independent finite-field trials (default: enough for 2^-50)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first trial.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def verify(a: Path, b: Path, trials: int | None, seed: int, as_json: bool) -> int:
+    """Prove B equivalent to A (probabilistically, over finite fields). Exit 0 if proven,
+    1 if not (a mismatch, or a graph outside the fragment the test decides)."""
+    from .verify import equivalent  # the verifier's numpy work is not needed for --help
+
+    verdict = equivalent(load(a), load(b), trials=trials, seed=seed)
+    if as_json:
+        click.echo(json.dumps({**report_header(__version__, seed), **verdict.to_json()}))
+    elif verdict.equivalent:
+        click.echo(f"equivalent: proven in {verdict.trials} trials, error bound {verdict.error_bound:.3g}")
+    else:
+        where = f" at output {verdict.output}" if verdict.output else ""
+        seed_txt = (
+            f", counterexample seed {verdict.counterexample_seed}" if verdict.counterexample_seed is not None else ""
+        )
+        click.echo(f"not proven equivalent: {verdict.reason}{where}{seed_txt}. {verdict.detail}".rstrip())
+    return EXIT_OK if verdict.equivalent else EXIT_NEGATIVE
+
+
+# ---------------------------------------------------------------------------------------
+# optimize
+
+
+@cli.command()
+@click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option(
+    "--config", "preset", type=click.Choice(list(PRESETS)), default="default", show_default=True, help="Search preset."
+)
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), help="Stop the search after S seconds.")
+@click.option("--max-states", type=click.IntRange(min=1), help="Stop the search after N states (deterministic).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Search processes.")
+@click.option("--target", type=click.Choice(sorted(SMEM_LIMIT)), default="sm_90", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of fingerprints and trials.")
+@click.option("--require-improvement", is_flag=True, help="Exit 1 when the search finds nothing better than the spec.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress stays on stderr).")
+def optimize(
+    input_file: Path,
+    out: Path,
+    preset: str,
+    time_limit: float | None,
+    max_states: int | None,
+    jobs: int,
+    target: str,
+    seed: int,
+    require_improvement: bool,
+    as_json: bool,
+) -> int:
+    """Search for a faster equivalent μGraph of INPUT (a graph.json) and write OUT:
+    spec.json, mugraph.json (the winner, or the spec itself when nothing better is found),
+    report.json and report.md."""
+    from tqdm import tqdm
+
+    from .pipeline import OptimizeOptions
+    from .pipeline import optimize as run_optimize
+    from .search.enumerate import Budget
+
+    spec = load(input_file)
+    opts = OptimizeOptions(get_config(preset, target=target), Budget(max_states, time_limit), jobs, seed)
+    with tqdm(total=max_states, unit="state", desc="search", file=sys.stderr, disable=None, leave=False) as bar:
+        report = run_optimize(spec, out, opts, on_states=lambda n: bar.update(n - bar.n))
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        b, base, s = report["best"], report["baseline"], report["search"]
+        click.echo(
+            f"{'found' if report['found'] else 'nothing better than the spec'}: "
+            f"{base['kernels']} -> {b['kernels']} kernels, {base['modeled_us']} -> {b['modeled_us']} us (modelled); "
+            f"{s['states']} states in {s['seconds']} s ({s['stop_reason']}); wrote {out}"
+        )
+    return EXIT_NEGATIVE if require_improvement and not report["found"] else EXIT_OK

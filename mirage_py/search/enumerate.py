@@ -16,7 +16,8 @@ Pruning, each counted in `stats.pruned`:
              fingerprints alone would cut routes that only the smaller key allows;
   resource   shared memory over the target's limit, or a grid/loop choice that replicates
              every input along a grid dim;
-  outputs    a block graph cannot close: unused inputs, or per-iteration leftovers.
+  outputs    a block graph cannot close: unused inputs, or per-iteration leftovers;
+  fragment   the value leaves the evaluator's domain (nested exp in the finite field).
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ class SearchResult:
     @property
     def best(self) -> Candidate | None:
         return self.candidates[0] if self.candidates else None
+
+
+class PruneValue(Exception):
+    """Raised by an evaluator for a value outside its domain (nested exp in the finite
+    field): the op is pruned, never accepted."""
 
 
 class _Stop(Exception):
@@ -292,7 +298,12 @@ class Searcher:
             g.pop_node()
             self.stats.pruned["absexpr"] += 1
             return
-        val = self.ev.apply(g, len(g.nodes) - 1, [st.vals[i] for i in ins], 0)[0]
+        try:
+            val = self.ev.apply(g, len(g.nodes) - 1, [st.vals[i] for i in ins], 0)[0]
+        except PruneValue:
+            g.pop_node()
+            self.stats.pruned["fragment"] += 1
+            return
         self.stats.fingerprints += 1
         fp = self.ev.key(val)
         if fp in st.keys:
@@ -387,7 +398,13 @@ class Searcher:
                     self._add_block_op(st, blk, open_key, name, ins, attrs)
 
     def _add_block_op(
-        self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...], name: str, ins: tuple[int, ...], attrs: dict[str, Any]
+        self,
+        st: _Kernel,
+        blk: _Block,
+        open_key: tuple[Any, ...],
+        name: str,
+        ins: tuple[int, ...],
+        attrs: dict[str, Any],
     ) -> None:
         bg = blk.bg
         key = order_key(ins, name, _attrs_key(attrs))
@@ -409,7 +426,12 @@ class Searcher:
             bg.pop_node()
             self.stats.pruned["resource"] += 1
             return
-        val = self.ev.apply(bg, len(bg.nodes) - 1, [blk.vals[i] for i in ins], 4)[0]
+        try:
+            val = self.ev.apply(bg, len(bg.nodes) - 1, [blk.vals[i] for i in ins], 4)[0]
+        except PruneValue:
+            bg.pop_node()
+            self.stats.pruned["fragment"] += 1
+            return
         self.stats.fingerprints += 1
         fp = self.ev.key(val)
         if fp in blk.keys:
@@ -569,11 +591,14 @@ def _run_values(g: KernelGraph, ev: Evaluator) -> list[Any]:
     for k, node in enumerate(g.nodes):
         if node.op == "customized":
             bg = node.attrs["block_graph"]
-            bvals: dict[int, Any] = {t: ev.split(vals[i], bg, j) for j, (t, i) in enumerate(zip(bg.inputs, node.inputs))}
+            bvals: dict[int, Any] = {
+                t: ev.split(vals[i], bg, j) for j, (t, i) in enumerate(zip(bg.inputs, node.inputs))
+            }
             for bk, bn in enumerate(bg.nodes):
                 bvals.update(zip(bn.outputs, ev.apply(bg, bk, [bvals[i] for i in bn.inputs], 4)))
-            vals.update({o: ev.merge(bvals[bo.tensor], bg, j) for j, (o, bo) in enumerate(zip(node.outputs, bg.block_outputs))})
+            vals.update(
+                {o: ev.merge(bvals[bo.tensor], bg, j) for j, (o, bo) in enumerate(zip(node.outputs, bg.block_outputs))}
+            )
         else:
             vals.update(zip(node.outputs, ev.apply(g, k, [vals[i] for i in node.inputs], 0)))
     return [vals[o] for o in g.outputs]
-
