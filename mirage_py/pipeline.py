@@ -109,11 +109,13 @@ def _worker(args: tuple[KernelGraph, OptimizeOptions, int]) -> SearchResult:
 
 def merge_results(parts: list[SearchResult]) -> SearchResult:
     found: dict[str, Candidate] = {}
+    matched: set[str] = set()
     stats = SearchStats()
     reasons = []
     for r in parts:
         for c in r.candidates:
             found.setdefault(c.hash, c)
+        matched.update(r.matched)
         s = r.stats
         stats.states += s.states
         stats.pruned.update(s.pruned)
@@ -134,7 +136,7 @@ def merge_results(parts: list[SearchResult]) -> SearchResult:
             stats.stop_reason = reason
             break
     ranked = sorted(found.values(), key=lambda c: (c.cost, c.kernels, c.hash))
-    return SearchResult(ranked, stats)
+    return SearchResult(ranked, stats, sorted(matched))
 
 
 def run_search(
@@ -240,7 +242,7 @@ def _report_md(spec: KernelGraph, winner: KernelGraph, report: dict[str, Any]) -
     lines = [
         "# mirage-py optimize report",
         "",
-        f"mirage-py {report['version']}, seed {report['seed']}, {report['machine'].get('platform', '')}",
+        f"mirage-py {report['version']}, seed {report['seed']}, {report['machine'].get('system', '')} {report['machine'].get('arch', '')}, {report['machine'].get('cpus', '')} CPUs",
         "",
         "## Result",
         "",

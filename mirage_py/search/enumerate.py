@@ -16,8 +16,10 @@ Pruning, each counted in `stats.pruned`:
              fingerprints alone would cut routes that only the smaller key allows;
   resource   shared memory over the target's limit, or a grid/loop choice that replicates
              every input along a grid dim;
+  not-better a match no cheaper than the best verified one is not verified (listed only);
   outputs    a block graph cannot close: unused inputs, or per-iteration leftovers;
-  fragment   the value leaves the evaluator's domain (nested exp in the finite field).
+  fragment   the value leaves the evaluator's domain (nested exp in the finite field);
+  lift       a reduced-shape match does not rebuild at full shape (reduce.py).
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ from ..ir.graph import BlockGraph, Graph, KernelGraph, Map3, TensorType
 from ..ir.ops import get_op
 from .absexpr import EgglogOracle, output_terms
 from .config import SearchConfig, grid_candidates
+from .reduce import Reduction, lift, reduce_spec
 
 COMMUTATIVE = frozenset({"add", "mul"})
+_ATTR_OPS = frozenset({"reduce_sum", "mul_scalar", "add_scalar", "rms_norm", "gelu", "concat"})
+_NO_ATTRS: list[tuple[dict[str, Any], tuple[Any, ...]]] = [({}, ())]
 
 
 class Evaluator(Protocol):
@@ -104,6 +109,7 @@ class SearchStats:
 class SearchResult:
     candidates: list[Candidate]  # verified, best (lowest cost) first
     stats: SearchStats
+    matched: list[str] = field(default_factory=list)  # hashes of all matches (sorted)
 
     @property
     def best(self) -> Candidate | None:
@@ -157,8 +163,12 @@ class Searcher:
         budget: Budget | None = None,
         subspace: tuple[int, int] = (0, 1),
         progress: Callable[[SearchStats], None] | None = None,
+        reduce: bool = True,
     ) -> None:
-        self.spec, self.cfg, self.ev, self.verifier, self.cost = spec, cfg, evaluator, verifier, cost
+        self.full_spec, self.cfg, self.ev, self.verifier, self.cost = spec, cfg, evaluator, verifier, cost
+        # The search runs on reduced shapes; candidates are lifted back (see reduce.py).
+        self.reduction = reduce_spec(spec, cfg) if reduce else Reduction(spec, {}, {})
+        self.spec = spec = self.reduction.spec
         self.budget = budget or Budget()
         self.subspace = subspace
         self.progress = progress
@@ -168,11 +178,13 @@ class Searcher:
         spec_vals = _run_values(spec, evaluator)
         self.spec_keys = [evaluator.key(v) for v in spec_vals]
         self.spec_types = [spec.types[o] for o in spec.outputs]
-        self.grids = grid_candidates(spec, cfg)
+        self.grids = grid_candidates(self.full_spec, cfg)
         self.constants = _spec_constants(spec)
         self.sizes = sorted({d for t in spec.types for d in t.dims} | {1})
         self.found: dict[str, Candidate] = {}
+        self.matched: set[str] = set()  # hashes of every lifted match, verified or not
         self.seen: dict[Any, tuple[Any, ...] | None] = {}
+        self._attr_cache: dict[Any, list[tuple[dict[str, Any], tuple[Any, ...]]]] = {}
         self._t0 = 0.0
 
     # -- driver ------------------------------------------------------------------------
@@ -192,7 +204,7 @@ class Searcher:
             self.stats.stop_reason = "interrupted"
         self.stats.seconds = time.monotonic() - self._t0
         ranked = sorted(self.found.values(), key=lambda c: (c.cost, c.kernels, c.hash))
-        return SearchResult(ranked, self.stats)
+        return SearchResult(ranked, self.stats, sorted(self.matched))
 
     def _tick(self) -> None:
         s = self.stats
@@ -255,48 +267,60 @@ class Searcher:
             cand = canonical(g)
         finally:
             g.outputs, g.output_names = [], []
-        h = graph_hash(cand)
-        if h in self.found:
+        try:
+            cand = canonical(lift(cand, self.full_spec, self.reduction))
+        except GraphError:
+            self.stats.pruned["lift"] += 1
             return
-        if not self.verifier(self.spec, cand):
+        if any(_smem_bytes(n.attrs["block_graph"]) > self.cfg.smem_limit for n in cand.nodes if n.op == "customized"):
+            self.stats.pruned["resource"] += 1
+            return
+        h = graph_hash(cand)
+        if h in self.matched:
+            return
+        self.matched.add(h)
+        cost = self.cost(cand)
+        best = min(self.found.values(), key=lambda x: x.cost, default=None)
+        # Verification costs k full-shape trials: spend it only on a candidate that would
+        # become the best. Every match is still listed (by hash) in `matched`.
+        if best is not None and cost >= best.cost:
+            self.stats.pruned["not-better"] += 1
+            return
+        if not self.verifier(self.full_spec, cand):
             self.stats.rejected += 1
             return
         self.stats.verified += 1
-        now = time.monotonic() - self._t0
-        c = Candidate(cand, h, len(cand.nodes), self.cost(cand), round(now, 3), self.stats.states)
-        best = min(self.found.values(), key=lambda x: x.cost, default=None)
-        self.found[h] = c
+        now = round(time.monotonic() - self._t0, 3)
+        self.found[h] = Candidate(cand, h, len(cand.nodes), cost, now, self.stats.states)
         if self.stats.time_to_first is None:
-            self.stats.time_to_first = round(now, 3)
-        if best is None or c.cost < best.cost:
-            self.stats.time_to_best = round(now, 3)
+            self.stats.time_to_first = now
+        self.stats.time_to_best = now
 
     def _kernel_op_actions(self, st: _Kernel) -> Iterator[Callable[[], None]]:
         n = len(st.g.types)
         for name in self.cfg.kernel_ops:
             op = get_op(name)
-            for ins in itertools.product(range(n), repeat=op.arity):
-                if st.last is not None and (tuple(sorted(ins, reverse=True)), name) < st.last[:2]:
-                    continue
-                for attrs in self._attr_choices(name, [st.g.types[i] for i in ins]):
-                    yield lambda ins=ins, name=name, attrs=attrs: self._add_kernel_op(st, name, ins, attrs)
+            for ins in _inputs_after(n, op.arity, st.last):
+                for attrs, akey in self._attr_choices(name, [st.g.types[i] for i in ins]):
+                    yield lambda ins=ins, name=name, attrs=attrs, akey=akey: self._add_kernel_op(st, name, ins, attrs, akey)
 
-    def _add_kernel_op(self, st: _Kernel, name: str, ins: tuple[int, ...], attrs: dict[str, Any]) -> None:
+    def _add_kernel_op(
+        self, st: _Kernel, name: str, ins: tuple[int, ...], attrs: dict[str, Any], akey: tuple[Any, ...]
+    ) -> None:
         g = st.g
-        key = order_key(ins, name, _attrs_key(attrs))
+        key = order_key(ins, name, akey)
         if (name in COMMUTATIVE and ins[0] > ins[1]) or (st.last is not None and key <= st.last):
             self.stats.pruned["order"] += 1
+            return
+        # The oracle first (a cached lookup), the shape rules only for what it keeps.
+        term = RULES[name]([st.terms[i] for i in ins], [g.types[i].dims for i in ins], attrs, 1)
+        if not self._contains(term):
+            self.stats.pruned["absexpr"] += 1
             return
         try:
             g.add_op(name, list(ins), **attrs)
         except GraphError:
             self.stats.pruned["shape"] += 1
-            return
-        node = g.nodes[-1]
-        term = RULES[name]([st.terms[i] for i in ins], [g.types[i].dims for i in ins], node.attrs, 1)
-        if not self._contains(term):
-            g.pop_node()
-            self.stats.pruned["absexpr"] += 1
             return
         try:
             val = self.ev.apply(g, len(g.nodes) - 1, [st.vals[i] for i in ins], 0)[0]
@@ -391,11 +415,9 @@ class Searcher:
         n = len(blk.bg.types)
         for name in self.cfg.block_ops:
             op = get_op(name)
-            for ins in itertools.product(range(n), repeat=op.arity):
-                if blk.last is not None and (tuple(sorted(ins, reverse=True)), name) < blk.last[:2]:
-                    continue  # the canonical order, checked before building attributes
-                for attrs in self._attr_choices(name, [blk.bg.types[i] for i in ins]):
-                    self._add_block_op(st, blk, open_key, name, ins, attrs)
+            for ins in _inputs_after(n, op.arity, blk.last):
+                for attrs, akey in self._attr_choices(name, [blk.bg.types[i] for i in ins]):
+                    self._add_block_op(st, blk, open_key, name, ins, attrs, akey)
 
     def _add_block_op(
         self,
@@ -405,22 +427,21 @@ class Searcher:
         name: str,
         ins: tuple[int, ...],
         attrs: dict[str, Any],
+        akey: tuple[Any, ...],
     ) -> None:
         bg = blk.bg
-        key = order_key(ins, name, _attrs_key(attrs))
+        key = order_key(ins, name, akey)
         if (name in COMMUTATIVE and ins[0] > ins[1]) or (blk.last is not None and key <= blk.last):
             self.stats.pruned["order"] += 1
+            return
+        term = RULES[name]([blk.terms[i] for i in ins], [bg.types[i].dims for i in ins], attrs, bg.forloop_range)
+        if not self._contains(term):
+            self.stats.pruned["absexpr"] += 1
             return
         try:
             bg.add_op(name, list(ins), **attrs)
         except GraphError:
             self.stats.pruned["shape"] += 1
-            return
-        node = bg.nodes[-1]
-        term = RULES[name]([blk.terms[i] for i in ins], [bg.types[i].dims for i in ins], node.attrs, bg.forloop_range)
-        if not self._contains(term):
-            bg.pop_node()
-            self.stats.pruned["absexpr"] += 1
             return
         if _smem_bytes(bg) > self.cfg.smem_limit:
             bg.pop_node()
@@ -477,7 +498,7 @@ class Searcher:
     def _add_customized(self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...]) -> None:
         g, bg = st.g, blk.bg
         try:
-            outs = g.customized(list(blk.ins), bg)
+            g.customized(list(blk.ins), bg)
         except GraphError:
             self.stats.pruned["shape"] += 1
             return
@@ -500,7 +521,20 @@ class Searcher:
         g.pop_node()
 
     # -- attribute candidates ----------------------------------------------------------------
-    def _attr_choices(self, name: str, types: Sequence[TensorType]) -> list[dict[str, Any]]:
+    def _attr_choices(self, name: str, types: Sequence[TensorType]) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
+        """Attribute candidates (already in normal form: non-negative dims, Fractions),
+        each with its order key."""
+        if name not in _ATTR_OPS:
+            return _NO_ATTRS
+        key = (name, tuple(t.dims for t in types))
+        if key not in self._attr_cache:
+            self._attr_cache[key] = self._make_attr_choices(name, types)
+        return self._attr_cache[key]
+
+    def _make_attr_choices(self, name: str, types: Sequence[TensorType]) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
+        return [(a, _attrs_key(a)) for a in self._attr_dicts(name, types)]
+
+    def _attr_dicts(self, name: str, types: Sequence[TensorType]) -> list[dict[str, Any]]:
         if name == "reduce_sum":
             rank = len(types[0].dims)
             return [
@@ -518,6 +552,15 @@ class Searcher:
         if name == "concat":
             return [{"dim": len(types[0].dims) - 1}]
         return [{}]
+
+
+def _inputs_after(n: int, arity: int, last: tuple[Any, ...] | None) -> Iterator[tuple[int, ...]]:
+    """Input tuples over n tensors that the canonical order still allows after `last`: the
+    newest input must be at least as new as the last op's (see `order_key`)."""
+    newest = last[0][0] if last is not None else 0
+    for ins in itertools.product(range(n), repeat=arity):
+        if max(ins) >= newest:
+            yield ins
 
 
 def _attrs_key(attrs: dict[str, Any]) -> tuple[Any, ...]:

@@ -19,12 +19,15 @@ from ..verify.ffexec import FFInterpreter, FFTensor, FieldOps, OutsideFragment, 
 from ..verify.fields import DEFAULT_FIELD, Field
 from .enumerate import PruneValue
 
+_CHUNK = 1 << 22
+
 
 class FFEvaluator:
     def __init__(self, field: Field = DEFAULT_FIELD, seed: int = 0) -> None:
         self.field, self.seed = field, seed
         self.ops = FieldOps(field, key=seed)
         self.interp = FFInterpreter(self.ops)
+        self._w: dict[int, np.ndarray] = {}
 
     def inputs(self, spec: KernelGraph) -> list[FFTensor]:
         shapes = [spec.types[t].dims for t in spec.inputs]
@@ -46,8 +49,20 @@ class FFEvaluator:
         return self.ops.map(lambda a: merge_tiles(a, bo, bg.grid_dims), y)
 
     def key(self, v: FFTensor) -> bytes:
-        r = residues(v, self.field.p)
+        """Shape plus two random linear combinations of the p-residues (exact int64 sums:
+        residues < 2^21, weights < 2^20, at most 2^22 terms a chunk). Two tensors that
+        differ anywhere collide with probability about 1/2^40 per pair, and this reads the
+        array once instead of hashing its bytes (a blake2b of every state's tensors was the
+        search's hot spot at paper size)."""
+        r = residues(v, self.field.p).reshape(-1)
+        w = self._weights(r.size)
+        sums = [int(np.dot(r[i : i + _CHUNK], w[:, i : i + _CHUNK].T).sum()) for i in range(0, r.size, _CHUNK)]
         h = hashlib.blake2b(digest_size=16)
-        h.update(np.asarray(r.shape, dtype=np.int64).tobytes())
-        h.update(np.ascontiguousarray(r, dtype=np.int64).tobytes())
+        h.update(repr((v.shape, sums)).encode())
         return h.digest()
+
+    def _weights(self, n: int) -> np.ndarray:
+        if n not in self._w:
+            rng = np.random.default_rng([self.seed, n])
+            self._w[n] = rng.integers(1, 1 << 20, size=(2, n), dtype=np.int64)
+        return self._w[n]
