@@ -18,6 +18,7 @@ from mirage_py.verify.ffexec import (
     FieldOps,
     OutsideFragment,
     Res,
+    _exp_index,
     _matmul,
     canon,
     residues,
@@ -229,3 +230,25 @@ def test_degrees():
     r = degrees(g)
     assert r.degrees == [5, 3, 2]
     assert (r.exps, r.opaques, r.inverses) == (1, 1, 2)
+
+
+def test_fit_is_exact_near_the_float64_limit():
+    rng = np.random.default_rng(5)
+    big = rng.integers(-(2**53) + 1, 2**53, 20_000, dtype=np.int64)
+    edge = np.array([0, 1, -1, P, -P, P - 1, 2**53 - 1, -(2**53) + 1, P * 12345, P * 12345 - 1], dtype=np.int64)
+    vals = np.concatenate([big, edge])
+    near = rng.integers(-(2**53) + 2**22, 2**53 - 2**22, 20_000, dtype=np.int64)
+    for m in (P, Q):
+        for v, bound in ((vals, 2.0**53), (near, 2.0**53 - 2**22)):  # the integer and the float path
+            got = canon(Res(v.astype(np.float64), bound, False), m)
+            assert np.array_equal(got, np.array([int(x) % m for x in v], dtype=np.int64))
+
+
+def test_exp_index_reduces_exactly():
+    rng = np.random.default_rng(6)
+    v = np.concatenate([rng.integers(-(2**52), 2**52, 20_000), [0, Q, -Q, 2 * Q - 1, 2**53 - 1]])
+    for bound in (2.0**52, 2.0**53):
+        ok = v[np.abs(v) <= bound]
+        idx = _exp_index(Res(ok.astype(np.float64), bound, False), Q)
+        assert np.all((idx >= 0) & (idx < 3 * Q))
+        assert np.array_equal((idx - Q) % Q, ok % Q)

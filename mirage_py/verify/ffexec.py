@@ -25,7 +25,7 @@ import numpy as np
 from ..ir.execute import merge_tiles, split_tiles, walk
 from ..ir.graph import BlockGraph, Graph, KernelGraph, Node
 from ..ir.ops import ITER_AXIS, OPS, get_op, numpy_attrs
-from .fields import DEFAULT_FIELD, Field, exp_table, inverse_table
+from .fields import DEFAULT_FIELD, Field, exp_table_ext, inverse_table
 
 LIMIT = float(2**53)  # float64 holds every integer of smaller magnitude exactly
 INPUT_BITS = 20  # inputs are uniform in [0, 2^20): the Schwartz–Zippel sample set
@@ -45,7 +45,37 @@ class Res(NamedTuple):
 
 
 def _fit(r: Res, m: int) -> Res:
-    return r if r.b < m and r.nn else Res(np.mod(r.a, m), float(m - 1), True)
+    """Residues in [0, m): the canonical form, for comparisons, lookups and keys."""
+    if r.b < m and r.nn:
+        return r
+    a = np.asarray(r.a)
+    if a.ndim == 0 or r.b + m >= LIMIT:  # floor(q)·m could pass 2^53: the integer path
+        return Res((a.astype(np.int64) % m).astype(np.float64), float(m - 1), True)
+    out = _floor_rem(a, m)
+    np.add(out, m, out=out, where=out < 0)
+    np.subtract(out, m, out=out, where=out >= m)
+    return Res(out, float(m - 1), True)
+
+
+def _floor_rem(a: np.ndarray, m: int, offset: int = 0) -> np.ndarray:
+    """a - (floor(a·(1/m)) - offset)·m, exact when |a| + (offset + 1)·m < 2^53. The rounded
+    quotient is off by at most one, so the result lies in [(offset - 1)·m, (offset + 2)·m)."""
+    out = a * (1.0 / m)
+    np.floor(out, out=out)
+    if offset:
+        out -= offset
+    out *= m
+    return np.subtract(a, out, out=out)
+
+
+def _shrink(r: Res, m: int) -> Res:
+    """A representative below 2m in magnitude, for arithmetic that must stay below 2^53:
+    cheaper than `_fit` (no fix-ups), which only comparisons and lookups need."""
+    if r.b <= 2 * m:
+        return r
+    if np.ndim(r.a) == 0 or r.b + m >= LIMIT:
+        return _fit(r, m)
+    return Res(_floor_rem(np.asarray(r.a), m), float(2 * m), False)
 
 
 def canon(r: Res, m: int) -> np.ndarray:
@@ -56,7 +86,7 @@ def canon(r: Res, m: int) -> np.ndarray:
 def _add(x: Res, y: Res, m: int, sign: int = 1) -> tuple[Res, bool]:
     red = False
     if x.b + y.b >= LIMIT:
-        x, y, red = _fit(x, m), _fit(y, m), True
+        x, y, red = _shrink(x, m), _shrink(y, m), True
     a = x.a + y.a if sign > 0 else x.a - y.a
     return Res(a, x.b + y.b, x.nn and y.nn and sign > 0), red
 
@@ -75,9 +105,9 @@ def _mul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
         red = True
         if x.b < y.b:
             x, y = y, x
-        x = _fit(x, m)
+        x = _shrink(x, m)
         if x.b * y.b >= LIMIT:
-            y = _fit(y, m)
+            y = _shrink(y, m)
     return Res(x.a * y.a, x.b * y.b, x.nn and y.nn), red
 
 
@@ -85,21 +115,35 @@ def _matmul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
     k = x.a.shape[-1]
     red = False
     if k * x.b * y.b >= LIMIT:
-        x, y, red = _fit(x, m), _fit(y, m), True
+        x, y, red = _shrink(x, m), _shrink(y, m), True
     if k * x.b * y.b < LIMIT:
         return Res(np.matmul(x.a, y.a), k * x.b * y.b, x.nn and y.nn), red
-    # K·(m-1)² ≥ 2^53: split K into chunks that stay exact, reduce each, then sum.
+    # K·bound² ≥ 2^53: split K into chunks that stay exact (BLAS takes the strided slices
+    # as they are), shrink each partial product, then add them up. It costs no flops, only
+    # a pass over the (small) outputs per chunk.
     kc = int((LIMIT - 1) // (x.b * y.b))
-    parts = [np.mod(np.matmul(x.a[..., i : i + kc], y.a[..., i : i + kc, :]), m) for i in range(0, k, kc)]
-    return Res(np.sum(parts, axis=0), float(len(parts) * (m - 1)), True), True
+    parts = [
+        _shrink(Res(np.matmul(x.a[..., i : i + kc], y.a[..., i : i + kc, :]), kc * x.b * y.b, False), m)
+        for i in range(0, k, kc)
+    ]
+    return Res(np.sum([p.a for p in parts], axis=0), float(sum(p.b for p in parts)), False), True
 
 
 def _linear(fn: Callable[..., np.ndarray], terms: int, xs: Sequence[Res], m: int) -> tuple[Res, bool]:
     """A linear map that adds up at most `terms` entries (a sum, a layout change)."""
     red = False
     if terms * max(x.b for x in xs) >= LIMIT:
-        xs, red = [_fit(x, m) for x in xs], True
+        xs, red = [_shrink(x, m) for x in xs], True
     return Res(fn(*(x.a for x in xs)), terms * max(x.b for x in xs), all(x.nn for x in xs)), red
+
+
+def _exp_index(r: Res, q: int) -> np.ndarray:
+    """Indices into `exp_table_ext` (ω^((i - q) mod q) for i < 3q): the exponent reduced mod
+    q up to one q either way, which saves `_fit`'s fix-ups on the largest elementwise op."""
+    a = np.asarray(r.a)
+    if a.ndim == 0 or r.b + 2 * q >= LIMIT:
+        return canon(r, q) + q
+    return _floor_rem(a, q, offset=1).astype(np.intp)
 
 
 class Lazy:
@@ -172,7 +216,7 @@ class FieldOps:
         self.p, self.q = field.p, field.q
         self.key = key
         self.zero_divisors = 0
-        self._exp = exp_table(field)
+        self._exp = exp_table_ext(field)
 
     # -- helpers ---------------------------------------------------------------------------
     def _combine(self, fn: Callable[..., tuple[Res, bool]], xs: Sequence[FFTensor]) -> FFTensor:
@@ -233,7 +277,7 @@ class FieldOps:
     def exp(self, a: FFTensor) -> FFTensor:
         if not a.has_q:
             raise OutsideFragment("exp of a value computed from an exp (nested exp)")
-        return FFTensor(Res(self._exp.take(canon(a.qres(), self.q)), float(self.p - 1), True))
+        return FFTensor(Res(self._exp.take(_exp_index(a.qres(), self.q)), float(self.p - 1), True))
 
     def opaque(self, name: str, a: FFTensor, **attrs: Any) -> FFTensor:
         """A keyed random function of the argument's residues: same op, attributes and
@@ -300,16 +344,29 @@ class FFInterpreter:
         return [self.F.map(lambda a, bo=bo: merge_tiles(a, bo, g), y) for y, bo in zip(outs, bg.block_outputs)]
 
 
-def sample_inputs(names: Sequence[str], shapes: Sequence[tuple[int, ...]], seed: int) -> dict[str, FFTensor]:
+def sample_inputs(
+    names: Sequence[str],
+    shapes: Sequence[tuple[int, ...]],
+    seed: int,
+    reuse: dict[str, FFTensor] | None = None,
+) -> dict[str, FFTensor]:
     """Uniform integers in [0, 2^20) for every input, drawn per input name so that two
-    graphs with the same inputs in another order get the same values."""
+    graphs with the same inputs in another order get the same values. `reuse`: a previous
+    call's result whose arrays are overwritten (a paper-size weight is 200 MB of float64;
+    fresh pages cost as much as the random bits)."""
     out = {}
     for name, shape in zip(names, shapes):
-        ss = np.random.SeedSequence(
-            [seed & 0xFFFFFFFFFFFF, int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")]
-        )
-        rng = np.random.Generator(np.random.SFC64(ss))
-        a = rng.integers(0, 1 << INPUT_BITS, size=shape, dtype=np.uint32).astype(np.float64)
+        word = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+        rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed & 0xFFFFFFFFFFFF, word])))
+        old = reuse.get(name) if reuse else None
+        if old is not None and old.p.a.shape == tuple(shape) and old.p.a.flags.writeable and old.p.a.flags.c_contiguous:
+            a = old.p.a
+        else:
+            a = np.empty(shape)
+        # k·2^-53 with k uniform below 2^53, times 2^20, floored: k >> 33, uniform below 2^20.
+        rng.random(out=a)
+        a *= float(1 << INPUT_BITS)
+        np.floor(a, out=a)
         out[name] = FFTensor(Res(a, float((1 << INPUT_BITS) - 1), True), lift=True)
     return out
 

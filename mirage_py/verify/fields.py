@@ -93,6 +93,13 @@ def exp_table(f: Field) -> np.ndarray:
 
 
 @cache
+def exp_table_ext(f: Field) -> np.ndarray:
+    """ω^((i - q) mod q) for i in [0, 3q): exp of an exponent reduced only to [-q, 2q)."""
+    t = exp_table(f)
+    return np.concatenate([t, t, t])
+
+
+@cache
 def inverse_table(m: int) -> np.ndarray:
     """x⁻¹ mod m for x in [0, m), with 0⁻¹ = 0 (m prime). Built from a primitive root g:
     (g^k)⁻¹ = g^(m-1-k)."""

@@ -1,0 +1,105 @@
+"""Finite-field verifier cost per benchmark: one trial of the spec and of the expert, the
+default trial count and its error bound, against the same matmuls in plain float64 NumPy.
+
+Usage: python benchmarks/bench_verify.py [--repeats N] [--size paper|small] [--batch B]
+
+Columns: `sample` draws one trial's inputs (shared by both graphs; into the previous
+trial's arrays, as `equivalent` does); `spec`, `expert` run one graph over one field
+(median of N); `trial` is the three together; `matmul` is the spec's matmuls alone in float64
+NumPy on arrays of the same shapes, measured in the same run (the floor: a trial must do at
+least this arithmetic); `ratio` is graph / matmul; `verify` is a full `equivalent` call at
+the default trial count (inputs, both graphs, every trial) and `bound` its error bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# One BLAS thread, as in bench_float.py: on a shared machine multithreaded BLAS thrashes.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mirage_py.benchmarks import all_benchmarks  # noqa: E402
+from mirage_py.ir import KernelGraph  # noqa: E402
+from mirage_py.verify import DEFAULT_TRIALS, FieldOps, equivalent  # noqa: E402
+from mirage_py.verify.ffexec import run_ff, sample_inputs  # noqa: E402
+from mirage_py.verify.fields import FIELDS, exp_table, inverse_table  # noqa: E402
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_floor(spec: KernelGraph) -> Callable[[], object]:
+    """The spec's kernel-level matmuls on float64 arrays of their shapes."""
+    rng = np.random.default_rng(0)
+    pairs = [
+        (rng.standard_normal(spec.types[n.inputs[0]].dims), rng.standard_normal(spec.types[n.inputs[1]].dims))
+        for n in spec.nodes
+        if n.op == "matmul"
+    ]
+    return lambda: [np.matmul(a, b) for a, b in pairs]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--size", choices=("paper", "small"), default="paper")
+    ap.add_argument("--batch", type=int, default=None)
+    args = ap.parse_args()
+    for f in FIELDS:  # build the lookup tables outside the timings
+        exp_table(f), inverse_table(f.p), inverse_table(f.q)
+    print(
+        f"finite-field verifier, size {args.size}, median of {args.repeats}; {platform.machine()}, "
+        f"{os.cpu_count()} cores, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; "
+        f"default trials {DEFAULT_TRIALS}"
+    )
+    header = (
+        f"{'benchmark':<10} {'expert':<16} {'sample ms':>9} {'spec ms':>8} {'expert ms':>9} {'trial ms':>8} {'matmul ms':>9} "
+        f"{'ratio s/e':>10} {'verify s':>8} {'bound':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, b in all_benchmarks().items():
+        spec = b.spec(args.size, args.batch)
+        shapes = [spec.types[t].dims for t in spec.inputs]
+        ins = sample_inputs(spec.input_names, shapes, 0)
+        # As in `equivalent`: each trial overwrites the previous trial's input arrays.
+        t_sample = median_seconds(
+            lambda g=spec, s=shapes, i=ins: sample_inputs(g.input_names, s, 1, reuse=i), args.repeats
+        )
+        t_spec = median_seconds(lambda g=spec, i=ins: run_ff(g, i, FieldOps(key=0)), args.repeats)
+        t_mm = median_seconds(matmul_floor(spec), args.repeats)
+        for ename, ex in b.experts(args.size, args.batch).items():
+            t_ex = median_seconds(lambda g=ex, i=ins: run_ff(g, i, FieldOps(key=0)), args.repeats)
+            t = time.perf_counter()
+            v = equivalent(spec, ex)
+            t_verify = time.perf_counter() - t
+            assert v.equivalent, v.to_json()
+            ratio = f"{t_spec / t_mm:4.2f}/{t_ex / t_mm:<5.2f}" if t_mm > 1e-4 else "no matmul"
+            trial = t_sample + t_spec + t_ex
+            print(
+                f"{name:<10} {ename:<16} {t_sample * 1e3:9.1f} {t_spec * 1e3:8.1f} {t_ex * 1e3:9.1f} "
+                f"{trial * 1e3:8.1f} {t_mm * 1e3:9.1f} {ratio:>10} {t_verify:8.2f} {f'2^{v.bound_log2:.1f}':>8}"
+            )
+
+
+if __name__ == "__main__":
+    main()
