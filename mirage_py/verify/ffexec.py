@@ -24,7 +24,7 @@ import numpy as np
 
 from ..ir.execute import merge_tiles, split_tiles, walk
 from ..ir.graph import BlockGraph, Graph, KernelGraph, Node
-from ..ir.ops import ITER_AXIS, OPS, get_op, numpy_attrs
+from ..ir.ops import BLOCK_LEAD, ITER_AXIS, OPS, get_op, numpy_attrs
 from .fields import DEFAULT_FIELD, Field, exp_table_ext, inverse_table
 
 LIMIT = float(2**53)  # float64 holds every integer of smaller magnitude exactly
@@ -340,7 +340,7 @@ class FFInterpreter:
     def _run_block(self, bg: BlockGraph, args: list[FFTensor]) -> list[FFTensor]:
         g, f = bg.grid_dims, bg.forloop_range
         tiles = [self.F.map(lambda a, bi=bi: split_tiles(a, bi, g, f), x) for x, bi in zip(args, bg.block_inputs)]
-        outs = walk(bg, tiles, lambda n, a: self._apply(bg, n, a, lead=4))
+        outs = walk(bg, tiles, lambda n, a: self._apply(bg, n, a, lead=BLOCK_LEAD))
         return [self.F.map(lambda a, bo=bo: merge_tiles(a, bo, g), y) for y, bo in zip(outs, bg.block_outputs)]
 
 
