@@ -5,6 +5,7 @@ from .equivalence import DEFAULT_TRIALS, Verdict, equivalent
 from .ffexec import FFInterpreter, FieldOps, OutsideFragment
 from .fields import DEFAULT_FIELD, FIELDS, Field
 from .fingerprint import Fingerprint, fingerprint
+from .numerics import NumericsReport, numerics
 
 __all__ = [
     "DEFAULT_FIELD",
@@ -14,8 +15,10 @@ __all__ = [
     "Field",
     "FieldOps",
     "Fingerprint",
+    "NumericsReport",
     "OutsideFragment",
     "Verdict",
     "equivalent",
     "fingerprint",
+    "numerics",
 ]
