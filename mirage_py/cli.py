@@ -295,6 +295,8 @@ def optimize(
 
     spec = load(input_file)
     opts = OptimizeOptions(get_config(preset, target=target), Budget(max_states, time_limit), jobs, seed)
+    limits = ", ".join(f for f in (max_states and f"{max_states} states", time_limit and f"{time_limit} s") if f)
+    click.echo(f"searching {input_file} ({preset} preset, {jobs} job(s), {limits or 'no budget: Ctrl-C stops'})", err=True)
     with tqdm(total=max_states, unit="state", desc="search", file=sys.stderr, disable=None, leave=False) as bar:
         report = run_optimize(spec, out, opts, on_states=lambda n: bar.update(n - bar.n))
     if as_json:

@@ -92,7 +92,7 @@ def _check_map3(m: Sequence[int] | dict[str, int], rank: int, what: str) -> Map3
     used = [d for d in m if d >= 0]
     if len(used) != len(set(used)):
         raise GraphError("map-duplicate", f"{what}: two grid dims map the same tensor dim ({list(m)})")
-    return m  # type: ignore[return-value]
+    return m
 
 
 class Graph:
@@ -338,7 +338,7 @@ class BlockGraph(Graph):
             raise GraphError("grid-dims", f"grid_dims must be 1 to 3 positive integers, got {list(grid_dims)}")
         if not isinstance(forloop_range, int) or isinstance(forloop_range, bool) or forloop_range < 1:
             raise GraphError("forloop-range", f"forloop_range must be a positive integer, got {forloop_range!r}")
-        self.grid_dims: Map3 = grid  # type: ignore[assignment]
+        self.grid_dims: Map3 = grid
         self.forloop_range = forloop_range
         self.block_dims = tuple(block_dims)  # a codegen choice: not part of the hash
         self.block_inputs: list[BlockInput] = []

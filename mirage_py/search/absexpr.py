@@ -213,7 +213,7 @@ class Z3Reference:
         self.axioms = self._axioms(list(AXIOMS) + split_axioms(red_sizes(spec_terms)))
         self.calls = 0
 
-    def term(self, t: Term, env: dict[str, Any] | None = None) -> Any:
+    def term(self, t: Term | str, env: dict[str, Any] | None = None) -> Any:
         z3, f = self.z3, self.f
         if isinstance(t, str):
             assert env is not None
@@ -225,7 +225,10 @@ class Z3Reference:
         if head == "var":
             return f["V"](z3.StringVal(t[1]))
         if head == "const":
-            return f["C"](env[t[1]] if isinstance(t[1], str) and t[1].startswith("?") else z3.StringVal(t[1]))
+            if isinstance(t[1], str) and t[1].startswith("?"):
+                assert env is not None
+                return f["C"](env[t[1]])
+            return f["C"](z3.StringVal(t[1]))
         if head == "red":
             return f["Red"](self.term(t[1], env) if isinstance(t[1], str) else z3.IntVal(t[1]), self.term(t[2], env))
         if head in _BINARY:

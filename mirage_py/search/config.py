@@ -52,6 +52,9 @@ class SearchConfig:
     omaps: tuple[Map3, ...] = OMAPS
     forloop_dims: tuple[int, ...] = (-1, 0, 1, 2)
     target: str = "sm_90"
+    # State dedup: "ordered" (fingerprints + what the canonical order still allows, the
+    # default), "naive" (fingerprints alone: unsound, kept to measure what it loses) or "off".
+    dedup: str = "ordered"
 
     @property
     def smem_limit(self) -> int:

@@ -25,6 +25,7 @@ Pruning, each counted in `stats.pruned`:
 from __future__ import annotations
 
 import itertools
+from functools import partial
 import math
 import time
 from collections import Counter
@@ -227,6 +228,12 @@ class Searcher:
     def _seen_before(self, key: Any, last: tuple[Any, ...] | None) -> bool:
         """Dedup with the canonical order in the key: a state is subsumed by an explored
         one with the same tensors and a last-op key no larger (more continuations)."""
+        if self.cfg.dedup == "off":
+            return False
+        if self.cfg.dedup == "naive":
+            seen = key in self.seen
+            self.seen[key] = None
+            return seen
         if key in self.seen:
             prev = self.seen[key]
             if prev is None or (last is not None and prev <= last):
@@ -302,7 +309,7 @@ class Searcher:
             op = get_op(name)
             for ins in _inputs_after(n, op.arity, st.last):
                 for attrs, akey in self._attr_choices(name, [st.g.types[i] for i in ins]):
-                    yield lambda ins=ins, name=name, attrs=attrs, akey=akey: self._add_kernel_op(st, name, ins, attrs, akey)
+                    yield partial(self._add_kernel_op, st, name, ins, attrs, akey)
 
     def _add_kernel_op(
         self, st: _Kernel, name: str, ins: tuple[int, ...], attrs: dict[str, Any], akey: tuple[Any, ...]
@@ -353,7 +360,7 @@ class Searcher:
                 for grid in self.grids:
                     for f in self.cfg.forloop_ranges:
                         for maps in self._input_maps(st, ins, grid, f):
-                            yield lambda ins=ins, grid=grid, f=f, maps=maps: self._open(st, ins, grid, f, maps)
+                            yield partial(self._open, st, ins, grid, f, maps)
 
     def _input_maps(self, st: _Kernel, ins: tuple[int, ...], grid: Map3, f: int) -> Iterator[list[tuple[Map3, int]]]:
         per_input = [self._maps_for(st.g.types[i], grid, f) for i in ins]
@@ -388,7 +395,7 @@ class Searcher:
                 if fd >= rank or (fd >= 0 and dims[fd] % f):
                     continue
                 if (imap, fd) not in out:
-                    out.append((imap, fd))  # type: ignore[arg-type]
+                    out.append((imap, fd))
         return out
 
     def _open(self, st: _Kernel, ins: tuple[int, ...], grid: Map3, f: int, maps: list[tuple[Map3, int]]) -> None:

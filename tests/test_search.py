@@ -1,0 +1,213 @@
+"""The search: abstract-expression oracle (egglog) and its z3 reference, the enumerator's
+canonical order and order-aware dedup, budgets and stop reasons, parallel sub-spaces, and
+finding expert-level μGraphs at small size. State budgets only (deterministic)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mirage_py as mp
+from mirage_py.benchmarks import all_benchmarks, get_benchmark
+from mirage_py.ir import graph_hash
+from mirage_py.pipeline import OptimizeOptions, run_search
+from mirage_py.search.absexpr import EgglogOracle, Z3Reference, all_terms, output_terms
+from mirage_py.search.config import get_config
+from mirage_py.search.cost import simple_cost_us
+from mirage_py.search.enumerate import Budget, Searcher
+from mirage_py.search.evaluate import FFEvaluator
+from mirage_py.verify import equivalent
+
+BENCHES = list(all_benchmarks())
+
+
+def _verify(spec: mp.KernelGraph, cand: mp.KernelGraph) -> bool:
+    return equivalent(spec, cand).equivalent
+
+
+def _search(spec: mp.KernelGraph, cfg, states: int | None = None, **kw) -> Searcher:
+    return Searcher(spec, cfg, FFEvaluator(), _verify, simple_cost_us, Budget(max_states=states), **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# The oracle
+
+
+@pytest.fixture(scope="module")
+def oracles() -> dict[str, tuple[mp.KernelGraph, EgglogOracle]]:
+    out = {}
+    for name in BENCHES:
+        spec = get_benchmark(name).spec("small")
+        out[name] = (spec, EgglogOracle(output_terms(spec)))
+    return out
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_oracle_keeps_every_term_of_every_expert(name, oracles):
+    spec, oracle = oracles[name]
+    for label, expert in get_benchmark(name).experts("small").items():
+        missing = [t for t in all_terms(expert) if not oracle.contains(t)]
+        assert not missing, f"{name}/{label}: the oracle would prune {missing[:2]}"
+
+
+NOT_SUBTERMS = {
+    "rmsnorm": [("mul", ("var", "W"), ("var", "W")), ("exp", ("var", "X")), ("red", 3, ("mul", ("var", "X"), ("var", "W")))],
+    "gated_mlp": [("mul", ("var", "W1"), ("var", "W2")), ("exp", ("var", "X")), ("sqrt", ("var", "X"))],
+    "gqa": [("exp", ("var", "V")), ("mul", ("var", "Q"), ("var", "V")), ("sqrt", ("var", "K"))],
+    "qknorm": [("exp", ("var", "V")), ("red", 7, ("mul", ("var", "Q"), ("var", "K")))],
+    "lora": [("mul", ("var", "A"), ("var", "W")), ("exp", ("var", "X")), ("red", 5, ("mul", ("var", "X"), ("var", "A")))],
+    "ntrans": [("exp", ("var", "H")), ("relu", ("var", "X")), ("sqrt", ("var", "alpha"))],
+}
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_oracle_rejects_non_subexpressions(name, oracles):
+    _, oracle = oracles[name]
+    for t in NOT_SUBTERMS[name]:
+        assert not oracle.contains(t), t
+
+
+def test_egglog_and_z3_agree_on_a_corpus():
+    """z3 states the same axioms; on the rmsnorm corpus it confirms what the oracle keeps
+    and never confirms what the oracle rejects (z3 may only give up: unknown)."""
+    spec = get_benchmark("rmsnorm").spec("small")
+    terms = output_terms(spec)
+    oracle, ref = EgglogOracle(terms), Z3Reference(terms, timeout_ms=3000)
+    positives = list(dict.fromkeys(all_terms(get_benchmark("rmsnorm").expert("small"))))
+    for t in positives:
+        assert oracle.contains(t)
+        assert ref.is_subexpr(t) is True, t
+    for t in NOT_SUBTERMS["rmsnorm"]:
+        assert not oracle.contains(t)
+        assert ref.is_subexpr(t) is not True, t
+
+
+# ---------------------------------------------------------------------------------------
+# Enumeration
+
+
+def _square_add_spec() -> mp.KernelGraph:
+    g = mp.new_kernel_graph()
+    x = g.new_input((8, 8), "float32", "X")
+    g.mark_output(g.square(x), "Y1")
+    g.mark_output(g.add(x, x), "Y2")
+    return g
+
+
+def test_order_aware_dedup_keeps_the_route_naive_dedup_loses():
+    """From [X], mul(X, X) is explored first and reaches the same tensors as square(X),
+    but with a larger last-op key: add(X, X) may no longer follow it. Deduplicating on
+    fingerprints alone prunes the square(X) state, and with it the only route to the
+    graph {square(X), add(X, X)}; keying dedup on the canonical order as well keeps it."""
+    spec = _square_add_spec()
+    cfg = get_config("default", max_customized=0, kernel_ops=("mul", "square", "add"), max_kernel_ops=2)
+    target = mp.new_kernel_graph()
+    x = target.new_input((8, 8), "float32", "X")
+    target.mark_output(target.square(x), "Y1")
+    target.mark_output(target.add(x, x), "Y2")
+    want = graph_hash(target)
+
+    ours = _search(spec, cfg).run()
+    naive = _search(spec, dataclasses.replace(cfg, dedup="naive")).run()
+    assert ours.stats.stop_reason == naive.stats.stop_reason == "exhausted"
+    assert want in ours.matched
+    assert want not in naive.matched
+    assert set(naive.matched) < set(ours.matched)
+
+
+def test_canonical_order_builds_each_graph_once():
+    spec = _square_add_spec()
+    cfg = get_config("default", max_customized=0, kernel_ops=("mul", "square", "add"), max_kernel_ops=2, dedup="off")
+    s = _search(spec, cfg)
+    r = s.run()
+    assert r.stats.stop_reason == "exhausted"
+    # Four graphs give (X², 2X): {mul|square} x add, in one order each.
+    assert len(r.matched) == 2 and s.stats.matches == 2
+
+
+def test_state_budget_stops_with_a_report():
+    b = get_benchmark("rmsnorm")
+    r = _search(b.spec("small"), get_config("mlp", min_blocks=1), states=50).run()
+    assert r.stats.stop_reason == "states"
+    assert r.stats.states == 50
+
+
+def _restricted_rmsnorm_cfg():
+    return get_config(
+        "mlp", min_blocks=1, tile_widths=(64,), forloop_ranges=(1, 4), imaps=((-1, -1, -1), (1, -1, -1)),
+        forloop_dims=(-1, 0, 1), block_ops=("matmul", "square", "accum_sum", "accum_sum_lastdim", "mul_scalar",
+                                            "add_scalar", "sqrt", "div"), kernel_ops=("matmul",),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_jobs_2_equals_jobs_1_when_exhausted():
+    spec = get_benchmark("rmsnorm").spec("small")
+    cfg = _restricted_rmsnorm_cfg()
+    one = run_search(spec, OptimizeOptions(cfg, Budget(), jobs=1))
+    two = run_search(spec, OptimizeOptions(cfg, Budget(), jobs=2))
+    assert one.stats.stop_reason == two.stats.stop_reason == "exhausted"
+    assert one.matched and one.matched == two.matched
+    assert one.best is not None and two.best is not None
+    assert one.best.cost == two.best.cost
+
+
+def test_finds_the_fused_rmsnorm_kernel_at_small_size():
+    b = get_benchmark("rmsnorm")
+    spec, expert = b.spec("small"), b.expert("small")
+    r = _search(spec, get_config("mlp", min_blocks=1), states=1500).run()
+    assert r.best is not None
+    assert r.best.kernels <= len(expert.nodes)
+    assert r.best.cost <= simple_cost_us(expert) + 1e-9
+    assert equivalent(spec, r.best.graph).equivalent
+
+
+# ---------------------------------------------------------------------------------------
+# The CLI's stops: time limit and Ctrl-C
+
+
+def _export(tmp_path: Path, name: str = "rmsnorm") -> Path:
+    spec = tmp_path / "spec.json"
+    mp.save(get_benchmark(name).spec("small"), spec)
+    return spec
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mirage_py", *args]
+
+
+def test_time_limit_stops_cleanly_with_a_report(tmp_path):
+    spec = _export(tmp_path)
+    out = tmp_path / "out"
+    p = subprocess.run(_cli("optimize", str(spec), "-o", str(out), "--time-limit", "3", "--json"), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["search"]["stop_reason"] == "time"
+    assert report["verified"] is True
+    assert json.loads((out / "report.json").read_text())["best"]["hash"] == report["best"]["hash"]
+
+
+def test_sigint_returns_the_best_so_far(tmp_path):
+    spec = _export(tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen(
+        _cli("optimize", str(spec), "-o", str(out), "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert p.stderr is not None
+    for line in p.stderr:  # wait until the search itself runs
+        if line.startswith("searching"):
+            break
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["search"]["stop_reason"] == "interrupted"
+    assert (out / "mugraph.json").exists()
