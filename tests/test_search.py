@@ -58,11 +58,19 @@ def test_oracle_keeps_every_term_of_every_expert(name, oracles):
 
 
 NOT_SUBTERMS = {
-    "rmsnorm": [("mul", ("var", "W"), ("var", "W")), ("exp", ("var", "X")), ("red", 3, ("mul", ("var", "X"), ("var", "W")))],
+    "rmsnorm": [
+        ("mul", ("var", "W"), ("var", "W")),
+        ("exp", ("var", "X")),
+        ("red", 3, ("mul", ("var", "X"), ("var", "W"))),
+    ],
     "gated_mlp": [("mul", ("var", "W1"), ("var", "W2")), ("exp", ("var", "X")), ("sqrt", ("var", "X"))],
     "gqa": [("exp", ("var", "V")), ("mul", ("var", "Q"), ("var", "V")), ("sqrt", ("var", "K"))],
     "qknorm": [("exp", ("var", "V")), ("red", 7, ("mul", ("var", "Q"), ("var", "K")))],
-    "lora": [("mul", ("var", "A"), ("var", "W")), ("exp", ("var", "X")), ("red", 5, ("mul", ("var", "X"), ("var", "A")))],
+    "lora": [
+        ("mul", ("var", "A"), ("var", "W")),
+        ("exp", ("var", "X")),
+        ("red", 5, ("mul", ("var", "X"), ("var", "A"))),
+    ],
     "ntrans": [("exp", ("var", "H")), ("relu", ("var", "X")), ("sqrt", ("var", "alpha"))],
 }
 
@@ -186,7 +194,9 @@ def _cli(*args: str) -> list[str]:
 def test_time_limit_stops_cleanly_with_a_report(tmp_path):
     spec = _export(tmp_path)
     out = tmp_path / "out"
-    p = subprocess.run(_cli("optimize", str(spec), "-o", str(out), "--time-limit", "3", "--json"), capture_output=True, text=True)
+    p = subprocess.run(
+        _cli("optimize", str(spec), "-o", str(out), "--time-limit", "3", "--json"), capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["search"]["stop_reason"] == "time"
@@ -199,7 +209,11 @@ def test_sigint_returns_the_best_so_far(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen(
-        _cli("optimize", str(spec), "-o", str(out), "--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        _cli("optimize", str(spec), "-o", str(out), "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert p.stderr is not None
     for line in p.stderr:  # wait until the search itself runs

@@ -25,13 +25,13 @@ Pruning, each counted in `stats.pruned`:
 from __future__ import annotations
 
 import itertools
-from functools import partial
 import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from typing import Any, Protocol
 
 from ..ir.canonical import canonical, graph_hash
