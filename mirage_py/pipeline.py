@@ -146,7 +146,9 @@ def run_search(
     robin), in this process or in forked workers; results merged by hash."""
     if opts.jobs <= 1:
         return _search_part(spec, opts, 0, (lambda s: on_states(s.states)) if on_states else None)
-    ctx = mp.get_context("fork")
+    # spawn, not fork: the parent may hold egglog's and z3's native threads, and a forked
+    # child of a threaded process can deadlock.
+    ctx = mp.get_context("spawn")
     counter = ctx.Value("q", 0)
     with ctx.Pool(opts.jobs, initializer=_init_worker, initargs=(counter,)) as pool:
         pending = pool.map_async(_worker, [(spec, opts, k) for k in range(opts.jobs)])

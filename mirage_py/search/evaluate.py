@@ -20,6 +20,7 @@ from ..verify.fields import DEFAULT_FIELD, Field
 from .enumerate import PruneValue
 
 _CHUNK = 1 << 22
+_BLOCK = 1 << 16
 
 
 class FFEvaluator:
@@ -27,7 +28,7 @@ class FFEvaluator:
         self.field, self.seed = field, seed
         self.ops = FieldOps(field, key=seed)
         self.interp = FFInterpreter(self.ops)
-        self._w: dict[int, np.ndarray] = {}
+        self._w = np.zeros((2, 0), dtype=np.int64)
 
     def inputs(self, spec: KernelGraph) -> list[FFTensor]:
         shapes = [spec.types[t].dims for t in spec.inputs]
@@ -62,7 +63,10 @@ class FFEvaluator:
         return h.digest()
 
     def _weights(self, n: int) -> np.ndarray:
-        if n not in self._w:
-            rng = np.random.default_rng([self.seed, n])
-            self._w[n] = rng.integers(1, 1 << 20, size=(2, n), dtype=np.int64)
-        return self._w[n]
+        """One weight array, grown to the largest size met and sliced (one array per
+        size would hold hundreds of MB once a search has met many tile shapes)."""
+        while self._w.shape[1] < n:  # grown block by block, so a weight never changes
+            rng = np.random.default_rng([self.seed, self._w.shape[1]])
+            block = rng.integers(1, 1 << 20, size=(2, _BLOCK), dtype=np.int64)
+            self._w = np.concatenate([self._w, block], axis=1)
+        return self._w[:, :n]
