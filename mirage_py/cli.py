@@ -296,12 +296,14 @@ def optimize(
     spec = load(input_file)
     opts = OptimizeOptions(get_config(preset, target=target), Budget(max_states, time_limit), jobs, seed)
     limits = ", ".join(f for f in (max_states and f"{max_states} states", time_limit and f"{time_limit} s") if f)
-    started = []
+    started: list[bool] = []
 
     def on_states(n: int) -> None:
         if not started:  # once the search proper runs (Ctrl-C from here on keeps the best)
             started.append(True)
-            click.echo(f"searching {input_file} ({preset}, {jobs} job(s), {limits or 'no budget: Ctrl-C stops'})", err=True)
+            click.echo(
+                f"searching {input_file} ({preset}, {jobs} job(s), {limits or 'no budget: Ctrl-C stops'})", err=True
+            )
         bar.update(n - bar.n)
 
     with tqdm(total=max_states, unit="state", desc="search", file=sys.stderr, disable=None, leave=False) as bar:

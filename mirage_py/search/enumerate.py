@@ -540,7 +540,9 @@ class Searcher:
             self._attr_cache[key] = self._make_attr_choices(name, types)
         return self._attr_cache[key]
 
-    def _make_attr_choices(self, name: str, types: Sequence[TensorType]) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
+    def _make_attr_choices(
+        self, name: str, types: Sequence[TensorType]
+    ) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
         return [(a, _attrs_key(a)) for a in self._attr_dicts(name, types)]
 
     def _attr_dicts(self, name: str, types: Sequence[TensorType]) -> list[dict[str, Any]]:

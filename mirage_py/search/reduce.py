@@ -79,7 +79,9 @@ def reduce_spec(spec: KernelGraph, cfg: SearchConfig) -> Reduction:
     return Reduction(small, dims, constants)
 
 
-def rebuild(kg: KernelGraph, input_dims: dict[int, tuple[int, ...]], constants: dict[Fraction, Fraction] | None = None) -> KernelGraph:
+def rebuild(
+    kg: KernelGraph, input_dims: dict[int, tuple[int, ...]], constants: dict[Fraction, Fraction] | None = None
+) -> KernelGraph:
     """`kg` rebuilt on inputs of other dims: same ops, grids, maps and loops; scalar
     attributes mapped through `constants`. Raises GraphError if the structure does not fit."""
     cmap = constants or {}
