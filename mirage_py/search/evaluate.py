@@ -19,8 +19,7 @@ from ..verify.ffexec import FFInterpreter, FFTensor, FieldOps, OutsideFragment, 
 from ..verify.fields import DEFAULT_FIELD, Field
 from .enumerate import PruneValue
 
-_CHUNK = 1 << 22
-_BLOCK = 1 << 16
+_CHUNK = 1 << 20
 
 
 class FFEvaluator:
@@ -28,7 +27,8 @@ class FFEvaluator:
         self.field, self.seed = field, seed
         self.ops = FieldOps(field, key=seed)
         self.interp = FFInterpreter(self.ops)
-        self._w = np.zeros((2, 0), dtype=np.int64)
+        self._w = np.random.default_rng(seed).integers(1, 1 << 20, size=(2, _CHUNK), dtype=np.int64)
+        self._mult: list[int] = []
 
     def inputs(self, spec: KernelGraph) -> list[FFTensor]:
         shapes = [spec.types[t].dims for t in spec.inputs]
@@ -50,23 +50,24 @@ class FFEvaluator:
         return self.ops.map(lambda a: merge_tiles(a, bo, bg.grid_dims), y)
 
     def key(self, v: FFTensor) -> bytes:
-        """Shape plus two random linear combinations of the p-residues (exact int64 sums:
-        residues < 2^21, weights < 2^20, at most 2^22 terms a chunk). Two tensors that
-        differ anywhere collide with probability about 1/2^40 per pair, and this reads the
-        array once instead of hashing its bytes (a blake2b of every state's tensors was the
-        search's hot spot at paper size)."""
+        """Shape plus two random linear combinations of the p-residues: chunk k of the
+        flattened residues is dotted with one fixed weight array (exact int64: residues <
+        2^21, weights < 2^20, chunks of 2^20) and scaled by a random multiplier of its own.
+        Two tensors that differ anywhere collide with probability about 2^-40, and this
+        reads the array once (a blake2b of every state's tensors was the search's hot spot
+        at paper size, and weights as long as the largest tensor cost memory)."""
         r = residues(v, self.field.p).reshape(-1)
-        w = self._weights(r.size)
-        sums = [int(np.dot(r[i : i + _CHUNK], w[:, i : i + _CHUNK].T).sum()) for i in range(0, r.size, _CHUNK)]
+        totals = [0, 0]
+        for k, i in enumerate(range(0, r.size, _CHUNK)):
+            part = r[i : i + _CHUNK]
+            sums = part @ self._w[:, : part.size].T
+            c = self._multiplier(k)
+            totals = [t + int(x) * c for t, x in zip(totals, sums)]
         h = hashlib.blake2b(digest_size=16)
-        h.update(repr((v.shape, sums)).encode())
+        h.update(repr((v.shape, totals)).encode())
         return h.digest()
 
-    def _weights(self, n: int) -> np.ndarray:
-        """One weight array, grown to the largest size met and sliced (one array per
-        size would hold hundreds of MB once a search has met many tile shapes)."""
-        while self._w.shape[1] < n:  # grown block by block, so a weight never changes
-            rng = np.random.default_rng([self.seed, self._w.shape[1]])
-            block = rng.integers(1, 1 << 20, size=(2, _BLOCK), dtype=np.int64)
-            self._w = np.concatenate([self._w, block], axis=1)
-        return self._w[:, :n]
+    def _multiplier(self, k: int) -> int:
+        while len(self._mult) <= k:
+            self._mult.append(int(np.random.default_rng([self.seed, len(self._mult)]).integers(1, 1 << 40)))
+        return self._mult[k]
