@@ -331,6 +331,10 @@ class Searcher:
         except GraphError:
             self.stats.pruned["shape"] += 1
             return
+        if math.prod(g.types[-1].dims) > MAX_VALUE_ELEMENTS:
+            g.pop_node()
+            self.stats.pruned["resource"] += 1
+            return
         try:
             val = self.ev.apply(g, len(g.nodes) - 1, [st.vals[i] for i in ins], 0)[0]
         except PruneValue:
@@ -452,7 +456,7 @@ class Searcher:
         except GraphError:
             self.stats.pruned["shape"] += 1
             return
-        if _smem_bytes(bg) > self.cfg.smem_limit:
+        if _smem_bytes(bg) > self.cfg.smem_limit or _all_blocks_size(bg, node_out(bg)) > MAX_VALUE_ELEMENTS:
             bg.pop_node()
             self.stats.pruned["resource"] += 1
             return
@@ -510,6 +514,10 @@ class Searcher:
             g.customized(list(blk.ins), bg)
         except GraphError:
             self.stats.pruned["shape"] += 1
+            return
+        if any(math.prod(g.types[o].dims) > MAX_VALUE_ELEMENTS for o in g.nodes[-1].outputs):
+            g.pop_node()  # a block's whole tile laid out once per block: not a real kernel
+            self.stats.pruned["resource"] += 1
             return
         new_vals = [self.ev.merge(blk.vals[bo.tensor], bg, k) for k, bo in enumerate(bg.block_outputs)]
         new_keys = [self.ev.key(v) for v in new_vals]
@@ -598,6 +606,22 @@ def _spec_constants(spec: KernelGraph) -> list[Fraction]:
         if n.op == "rms_norm":
             out.add(Fraction(1, spec.types[n.inputs[0]].dims[-1]))
     return sorted(out)
+
+
+# A tensor's value is held whole (a block tensor over every block and iteration at once: the
+# executor is vectorized); beyond this many elements a candidate op is pruned rather than
+# evaluated (a gated_mlp search at paper size otherwise built a 4096 x 262144 kernel matmul
+# and ran out of 24 GB).
+MAX_VALUE_ELEMENTS = 1 << 24
+
+
+def node_out(bg: BlockGraph) -> int:
+    return bg.nodes[-1].outputs[0]
+
+
+def _all_blocks_size(bg: BlockGraph, tid: int) -> int:
+    iters = bg.forloop_range if bg.stage[tid] == "loop" else 1
+    return math.prod(bg.grid_dims) * iters * math.prod(bg.types[tid].dims)
 
 
 def _tile_bytes(t: TensorType, imap: Map3, fd: int, grid: Map3, f: int) -> int:
