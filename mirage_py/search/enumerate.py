@@ -318,41 +318,69 @@ class Searcher:
     ) -> None:
         g = st.g
         key = order_key(ins, name, akey)
-        if (name in COMMUTATIVE and ins[0] > ins[1]) or (st.last is not None and key <= st.last):
-            self.stats.pruned["order"] += 1
+        made = self._try_op(g, name, ins, attrs, key, st.last, st.terms, st.vals, st.keys, 1, 0)
+        if made is None:
             return
-        # The oracle first (a cached lookup), the shape rules only for what it keeps.
-        term = RULES[name]([st.terms[i] for i in ins], [g.types[i].dims for i in ins], attrs, 1)
-        if not self._contains(term):
-            self.stats.pruned["absexpr"] += 1
-            return
-        try:
-            g.add_op(name, list(ins), **attrs)
-        except GraphError:
-            self.stats.pruned["shape"] += 1
-            return
-        if math.prod(g.types[-1].dims) > MAX_VALUE_ELEMENTS:
-            g.pop_node()
-            self.stats.pruned["resource"] += 1
-            return
-        try:
-            val = self.ev.apply(g, len(g.nodes) - 1, [st.vals[i] for i in ins], 0)[0]
-        except PruneValue:
-            g.pop_node()
-            self.stats.pruned["fragment"] += 1
-            return
-        self.stats.fingerprints += 1
-        fp = self.ev.key(val)
-        if fp in st.keys:
-            g.pop_node()
-            self.stats.pruned["duplicate"] += 1
-            return
+        val, fp, term = made
         sub = _Kernel(g, st.vals + [val], st.keys + [fp], st.terms + [term], key, st.customized)
         if not self._seen_before(("k", tuple(sub.keys), sub.customized), key):
             self._kernel(sub)
         else:
             self.stats.pruned["dedup"] += 1
         g.pop_node()
+
+    def _try_op(
+        self,
+        g: Graph,
+        name: str,
+        ins: tuple[int, ...],
+        attrs: dict[str, Any],
+        key: tuple[Any, ...],
+        last: tuple[Any, ...] | None,
+        terms: list[Term],
+        vals: list[Any],
+        keys: list[bytes],
+        forloop_range: int,
+        lead: int,
+    ) -> tuple[Any, bytes, Term] | None:
+        """One candidate op at either level, through every pruning rule in turn (cheapest
+        first). On success the op stays added to `g` (the caller pops it after recursing)
+        and its value, fingerprint and term are returned; otherwise `g` is unchanged."""
+        if (name in COMMUTATIVE and ins[0] > ins[1]) or (last is not None and key <= last):
+            self.stats.pruned["order"] += 1
+            return None
+        # The oracle first (a cached lookup), the shape rules only for what it keeps.
+        term = RULES[name]([terms[i] for i in ins], [g.types[i].dims for i in ins], attrs, forloop_range)
+        if not self._contains(term):
+            self.stats.pruned["absexpr"] += 1
+            return None
+        try:
+            g.add_op(name, list(ins), **attrs)
+        except GraphError:
+            self.stats.pruned["shape"] += 1
+            return None
+        reason = self._too_big(g)
+        if reason is None:
+            try:
+                val = self.ev.apply(g, len(g.nodes) - 1, [vals[i] for i in ins], lead)[0]
+                self.stats.fingerprints += 1
+                fp = self.ev.key(val)
+                if fp not in keys:
+                    return val, fp, term
+                reason = "duplicate"
+            except PruneValue:
+                reason = "fragment"
+        g.pop_node()
+        self.stats.pruned[reason] += 1
+        return None
+
+    def _too_big(self, g: Graph) -> str | None:
+        """ "resource" if the last op's value or (block level) shared memory is over limit."""
+        if isinstance(g, BlockGraph):
+            big = _smem_bytes(g) > self.cfg.smem_limit or _all_blocks_size(g, node_out(g)) > MAX_VALUE_ELEMENTS
+        else:
+            big = math.prod(g.types[-1].dims) > MAX_VALUE_ELEMENTS
+        return "resource" if big else None
 
     # -- opening a customized op -----------------------------------------------------------
     def _customized_actions(self, st: _Kernel) -> Iterator[Callable[[], None]]:
@@ -444,34 +472,10 @@ class Searcher:
     ) -> None:
         bg = blk.bg
         key = order_key(ins, name, akey)
-        if (name in COMMUTATIVE and ins[0] > ins[1]) or (blk.last is not None and key <= blk.last):
-            self.stats.pruned["order"] += 1
+        made = self._try_op(bg, name, ins, attrs, key, blk.last, blk.terms, blk.vals, blk.keys, bg.forloop_range, 4)
+        if made is None:
             return
-        term = RULES[name]([blk.terms[i] for i in ins], [bg.types[i].dims for i in ins], attrs, bg.forloop_range)
-        if not self._contains(term):
-            self.stats.pruned["absexpr"] += 1
-            return
-        try:
-            bg.add_op(name, list(ins), **attrs)
-        except GraphError:
-            self.stats.pruned["shape"] += 1
-            return
-        if _smem_bytes(bg) > self.cfg.smem_limit or _all_blocks_size(bg, node_out(bg)) > MAX_VALUE_ELEMENTS:
-            bg.pop_node()
-            self.stats.pruned["resource"] += 1
-            return
-        try:
-            val = self.ev.apply(bg, len(bg.nodes) - 1, [blk.vals[i] for i in ins], 4)[0]
-        except PruneValue:
-            bg.pop_node()
-            self.stats.pruned["fragment"] += 1
-            return
-        self.stats.fingerprints += 1
-        fp = self.ev.key(val)
-        if fp in blk.keys:
-            bg.pop_node()
-            self.stats.pruned["duplicate"] += 1
-            return
+        val, fp, term = made
         sub = _Block(bg, blk.ins, blk.vals + [val], blk.keys + [fp], blk.terms + [term], key)
         if not self._seen_before(("b", tuple(st.keys), st.customized, open_key, tuple(sub.keys)), key):
             self._block(st, sub, open_key)
