@@ -22,13 +22,14 @@ import click
 from . import __version__
 from .benchmarks import SIZES, Benchmark, Size, all_benchmarks
 from .ir import GraphError, SchemaError, dumps, load
+from .ir.errors import InputError
 from .ir.show import graph_json, render_dot, render_table, render_text, report_header, write_atomic
 from .search.config import PRESETS, SMEM_LIMIT, get_config
 
 PROG = "mirage-py"
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 # The user's mistakes. Anything else escaping a command is a bug in the tool (exit 3).
-USER_ERRORS = (GraphError, SchemaError, click.ClickException)
+USER_ERRORS = (GraphError, SchemaError, InputError, click.ClickException)
 # click >= 8.2 raises this for a group called with no command; older click just exits 0.
 _NO_COMMAND: tuple[type[BaseException], ...] = tuple(
     c for c in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if isinstance(c, type)

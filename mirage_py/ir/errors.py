@@ -18,3 +18,9 @@ class GraphError(ValueError):
 
 class SchemaError(ValueError):
     """A malformed or unsupported JSON graph file."""
+
+
+class InputError(ValueError):
+    """Bad user input outside a graph file: a malformed ONNX model, an unsupported operator,
+    a Python file that fails to import, a bad manifest, a plan that cannot fit. The CLI
+    prints it as one line and exits 2."""
