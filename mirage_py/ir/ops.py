@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.special import erf
 
+from .cost_rules import RULES as COST_RULES
 from .errors import GraphError
 from .ff_rules import RULES as FF_RULES
 
@@ -250,6 +251,8 @@ OPS: dict[str, OpDef] = {
 
 # The `ff` slot of every row: finite-field rules live in ff_rules.py (the verifier's slot).
 OPS = {name: replace(op, ff=FF_RULES.get(name, op.ff)) for name, op in OPS.items()}
+# The `cost` slot: work rules (flops, matmul shape) live in cost_rules.py.
+OPS = {name: replace(op, cost=COST_RULES.get(name, op.cost)) for name, op in OPS.items()}
 
 # Group sets, derived from the rows (tinygrad's GroupOp idea).
 UNARY = frozenset(n for n, o in OPS.items() if o.kind == "unary")
