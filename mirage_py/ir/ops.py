@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import erf
 
 from .cost_rules import RULES as COST_RULES
+from .cuda_rules import RULES as CUDA_RULES
 from .errors import GraphError
 from .ff_rules import RULES as FF_RULES
 
@@ -253,6 +254,8 @@ OPS: dict[str, OpDef] = {
 OPS = {name: replace(op, ff=FF_RULES.get(name, op.ff)) for name, op in OPS.items()}
 # The `cost` slot: work rules (flops, matmul shape) live in cost_rules.py.
 OPS = {name: replace(op, cost=COST_RULES.get(name, op.cost)) for name, op in OPS.items()}
+# The `cuda` slot: float-expression and step templates of the emitter live in cuda_rules.py.
+OPS = {name: replace(op, cuda=CUDA_RULES.get(name, op.cuda)) for name, op in OPS.items()}
 
 # Group sets, derived from the rows (tinygrad's GroupOp idea).
 UNARY = frozenset(n for n, o in OPS.items() if o.kind == "unary")

@@ -130,6 +130,23 @@ MP_DEVICE void store_s2g(TO* dst, int ld_dst, Smem<TI> src, int ld_src, int rows
   }
 }
 
+// Zero the padding of `outer` tiles of rows x cols elements held in a rows_p x cols_p area
+// (leading dimension ld, tiles rows_p * ld apart): rows rows..rows_p-1 and columns
+// cols..cols_p-1. A warp matrix multiply reads the padded area, so it must hold zeros (the
+// products of padded rows are discarded, but 0 * NaN would still poison a sum).
+template <class T>
+MP_DEVICE void zero_pad(Smem<T> dst, int outer, int rows, int cols, int rows_p, int cols_p, int ld MP_LOC_PARAM) {
+  const int tid = thread_rank(), nt = block_threads();
+  const T z = from_float<T>(0.0f);
+  const int tail_rows = (rows_p - rows) * cols_p, tail_cols = rows * (cols_p - cols);
+  for (int b = 0; b < outer; ++b) {
+    const Smem<T> t = dst + b * rows_p * ld;
+    for (int i = tid; i < tail_rows; i += nt) t.store((rows + i / cols_p) * ld + i % cols_p, z MP_LOC);
+    if (cols_p > cols)
+      for (int i = tid; i < tail_cols; i += nt) t.store((i / (cols_p - cols)) * ld + cols + i % (cols_p - cols), z MP_LOC);
+  }
+}
+
 }  // namespace mp
 
 #endif  // MP_COPY_CUH_

@@ -100,6 +100,8 @@ MP_DEVICE float silu(float x) { return x * sigmoid(x); }
 MP_DEVICE float relu(float x) { return fmaxf(x, 0.0f); }
 MP_DEVICE float square(float x) { return x * x; }
 MP_DEVICE float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
+// gelu by the name of its `approximate` attribute (PyTorch's spelling): none = the erf form.
+MP_DEVICE float gelu_none(float x) { return gelu_erf(x); }
 MP_DEVICE float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }
