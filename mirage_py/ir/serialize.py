@@ -124,6 +124,7 @@ def _load_ops(g: Graph, ops: Any, ids: dict[int, int], where: str) -> None:
         attrs = dict(od.get("attrs", {})) if isinstance(od.get("attrs", {}), dict) else None
         if attrs is None:
             raise SchemaError(f"{w}: 'attrs' must be an object")
+        _check_attr_values(attrs, w)
         try:
             if name == "customized" and isinstance(g, KernelGraph):
                 # Only block_graph is passed on below: report any other attribute, as the
@@ -136,13 +137,30 @@ def _load_ops(g: Graph, ops: Any, ids: dict[int, int], where: str) -> None:
                 )
                 made = g.customized(ins, bg)
             else:
-                made = [g.add_op(name, ins, **attrs)]
+                # Not add_op(name, ins, **attrs): an attribute called "name" or "inputs" would
+                # collide with add_op's own parameters (a TypeError, not a clear error).
+                made = g._add(name, ins, attrs)
         except GraphError as e:
             raise GraphError(e.rule, f"{w}: {e.args[0]}") from None
         if len(outs) != len(made):
             raise SchemaError(f"{w}: lists {len(outs)} outputs, the op makes {len(made)}")
         for t, m in zip(outs, made):
             _define(ids, t, m.id, w)
+
+
+# A decimal exponent beyond this makes Fraction("1e999999999") build a billion-digit integer
+# (a hang); no meaningful attribute needs one. Python caps integer literals at 4300 digits.
+_MAX_EXPONENT = 4300
+_EXPONENT = re.compile(r"[eE]\s*[+-]?([\d_]+)")
+
+
+def _check_attr_values(attrs: dict[str, Any], where: str) -> None:
+    for k, v in attrs.items():
+        if isinstance(v, str):
+            for m in _EXPONENT.finditer(v):
+                digits = m.group(1).replace("_", "").lstrip("0")
+                if len(digits) > 6 or int(digits or "0") > _MAX_EXPONENT:
+                    raise SchemaError(f"{where}: attribute {k!r}: exponent out of range in {v[:40]!r}")
 
 
 def block_from_dict(d: Any, in_types: list[TensorType], where: str = "block_graph") -> BlockGraph:
@@ -189,8 +207,10 @@ def from_dict(d: Any) -> KernelGraph:
 def loads(text: str) -> KernelGraph:
     try:
         d = json.loads(text)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or an integer literal past Python's digit limit
         raise SchemaError(f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise SchemaError("not valid JSON: nested too deeply") from None
     return from_dict(d)
 
 
