@@ -1,0 +1,141 @@
+"""OUT/module.py (mirage_py/codegen/module_template.py): the file it writes, argument
+checks with clear errors, weights from weights.npz, device choice, and running."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mirage_py.codegen.gpu import GpuError, gpu_available, to_bf16_bits
+from mirage_py.codegen.module_template import (
+    ModuleInputError,
+    Program,
+    check_array,
+    load_program,
+    load_weights,
+    write_module,
+)
+
+HAVE_GPU, WHY = gpu_available()
+
+
+def write_out(root: Path, weights: dict[str, np.ndarray] | None = None, w_dtype: str = "float16") -> Path:
+    """A minimal OUT by the launch.json contract: Y = X @ W, X (2, 8), W (8, 16)."""
+    (root / "kernels").mkdir(parents=True, exist_ok=True)
+    (root / "runtime").mkdir(exist_ok=True)
+    (root / "kernels" / "k0.cu").write_text('#include "mp_runtime.cuh"\n')
+
+    def buf(name, shape, dtype, role):
+        return {"name": name, "shape": shape, "dtype": dtype, "bytes": 0, "role": role}
+
+    launch = {
+        "format": "mirage-py.launch.v1",
+        "target": "sm_80",
+        "include_dirs": ["runtime"],
+        "inputs": [
+            {"name": "X", "buffer": "X", "shape": [2, 8], "dtype": "float16"},
+            {"name": "W", "buffer": "W", "shape": [8, 16], "dtype": w_dtype},
+        ],
+        "outputs": [{"name": "Y", "buffer": "Y", "shape": [2, 16], "dtype": "float16"}],
+        "buffers": [buf("X", [2, 8], "float16", "input"), buf("W", [8, 16], w_dtype, "input"),
+                    buf("Y", [2, 16], "float16", "output")],  # fmt: skip
+        "kernels": [
+            {"name": "k0", "source": "kernels/k0.cu", "grid": [1, 1, 1], "block": [128, 1, 1], "shared_bytes": 0,
+             "args": ["X", "W", "Y"], "dtypes": ["float16", w_dtype, "float16"]}  # fmt: skip
+        ],
+    }
+    (root / "launch.json").write_text(json.dumps(launch))
+    if weights is not None:
+        np.savez(root / "weights.npz", **weights)
+    return root
+
+
+def test_write_module_writes_a_loadable_file(tmp_path):
+    out = write_out(tmp_path, {"W": np.ones((8, 16), np.float32)})
+    path = write_module(out)
+    text = path.read_text()
+    assert "mirage_py" in text and "installed" in text  # says what it needs
+    assert "inputs X;" in text and "f(X=x)" in text  # the weight is not a call argument
+    spec = importlib.util.spec_from_file_location("emitted_module", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    prog = mod.load("cpu")
+    assert isinstance(prog, Program) and prog.out == out.resolve() and prog.device == "cpu"
+    assert prog.input_names == ["X"] and prog.output_names == ["Y"]
+
+
+def test_weights_are_rounded_to_the_buffer_dtype(tmp_path):
+    w = np.linspace(-1, 1, 128, dtype=np.float32).reshape(8, 16)
+    plan_out = write_out(tmp_path, {"W": w})
+    got = load_weights(plan_out, Program(plan_out, "cpu").plan)["W"]
+    assert got.dtype == np.float16 and np.array_equal(got, w.astype(np.float16))
+    bf = write_out(tmp_path / "bf", {"W": w}, w_dtype="bfloat16")
+    got = load_weights(bf, Program(bf, "cpu").plan)["W"]
+    assert got.dtype == np.uint16 and np.array_equal(got, to_bf16_bits(w))
+
+
+def test_weights_of_the_wrong_shape_or_name_are_refused(tmp_path):
+    with pytest.raises(ModuleInputError, match="weight W has shape"):
+        Program(write_out(tmp_path, {"W": np.ones((16, 8), np.float32)}), "cpu")
+    with pytest.raises(ModuleInputError, match="not an input"):
+        Program(write_out(tmp_path / "b", {"Z": np.ones(3)}), "cpu")
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (np.zeros((2, 9), np.float16), r"input X: expected shape \[2, 8\], got \[2, 9\]"),
+        (np.zeros((2, 8), np.float32), "input X: expected dtype float16, got float32"),
+        (np.zeros((8, 2), np.float16).T, "C-contiguous"),
+        (np.frombuffer(np.zeros(40, np.uint8).data, np.float16, 16, 2).reshape(2, 8), "16-byte aligned"),
+        ([[0.0] * 8] * 2, "expected a NumPy array"),
+    ],
+)
+def test_bad_arrays_get_clear_errors(tmp_path, x, message):
+    prog = load_program(write_out(tmp_path, {"W": np.ones((8, 16), np.float32)}), "cpu")
+    with pytest.raises(ModuleInputError, match=message):
+        prog(X=x)
+
+
+def test_missing_and_unexpected_names(tmp_path):
+    prog = load_program(write_out(tmp_path, {"W": np.ones((8, 16), np.float32)}), "cpu")
+    with pytest.raises(ModuleInputError, match=r"missing \['X'\]"):
+        prog()
+    with pytest.raises(ModuleInputError, match="unexpected.*weights.npz"):
+        prog(X=np.zeros((2, 8), np.float16), W=np.zeros((8, 16), np.float16))
+    with pytest.raises(ModuleInputError, match="unknown outputs"):
+        prog(X=np.zeros((2, 8), np.float16), out={"Z": np.zeros(3)})
+    with pytest.raises(ModuleInputError, match=r"out Y: expected shape"):
+        prog(X=np.zeros((2, 8), np.float16), out={"Y": np.zeros((2, 8), np.float16)})
+    with pytest.raises(ModuleInputError, match="only the GPU"):
+        prog(X=np.zeros((2, 8), np.float16), stream=1)
+
+
+def test_without_weights_every_input_is_an_argument(tmp_path):
+    prog = load_program(write_out(tmp_path), "cpu")
+    assert prog.input_names == ["X", "W"]
+
+
+def test_torch_tensors_are_checked_too(tmp_path):
+    torch = pytest.importorskip("torch")
+    assert check_array("x", torch.zeros(2, 8, dtype=torch.float16), (2, 8), "float16") == "torch"
+    assert check_array("x", torch.zeros(2, 8, dtype=torch.bfloat16), (2, 8), "bfloat16") == "torch"
+    with pytest.raises(ModuleInputError, match="expected dtype bfloat16.*uint16 bits"):
+        check_array("x", torch.zeros(2, 8, dtype=torch.float32), (2, 8), "bfloat16")
+    with pytest.raises(ModuleInputError, match="C-contiguous"):
+        check_array("x", torch.zeros(8, 2, dtype=torch.float16).t(), (2, 8), "float16")
+
+
+def test_device_choice(tmp_path):
+    out = write_out(tmp_path)
+    with pytest.raises(ModuleInputError, match="device must be one of"):
+        load_program(out, "tpu")
+    auto = load_program(out, "auto")
+    assert auto.device == ("gpu" if HAVE_GPU else "cpu")
+    if not HAVE_GPU:
+        with pytest.raises(GpuError, match="no GPU present"):
+            load_program(out, "gpu")
