@@ -41,11 +41,21 @@ def write_out(root: Path, weights: dict[str, np.ndarray] | None = None, w_dtype:
             {"name": "W", "buffer": "W", "shape": [8, 16], "dtype": w_dtype},
         ],
         "outputs": [{"name": "Y", "buffer": "Y", "shape": [2, 16], "dtype": "float16"}],
-        "buffers": [buf("X", [2, 8], "float16", "input"), buf("W", [8, 16], w_dtype, "input"),
-                    buf("Y", [2, 16], "float16", "output")],  # fmt: skip
+        "buffers": [
+            buf("X", [2, 8], "float16", "input"),
+            buf("W", [8, 16], w_dtype, "input"),
+            buf("Y", [2, 16], "float16", "output"),
+        ],
         "kernels": [
-            {"name": "k0", "source": "kernels/k0.cu", "grid": [1, 1, 1], "block": [128, 1, 1], "shared_bytes": 0,
-             "args": ["X", "W", "Y"], "dtypes": ["float16", w_dtype, "float16"]}  # fmt: skip
+            {
+                "name": "k0",
+                "source": "kernels/k0.cu",
+                "grid": [1, 1, 1],
+                "block": [128, 1, 1],
+                "shared_bytes": 0,
+                "args": ["X", "W", "Y"],
+                "dtypes": ["float16", w_dtype, "float16"],
+            }
         ],
     }
     (root / "launch.json").write_text(json.dumps(launch))
