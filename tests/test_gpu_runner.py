@@ -4,6 +4,8 @@ and skip with the runner's own reason when there is none."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import subprocess
 import sys
@@ -179,3 +181,50 @@ def test_gpu_timing_flushes_l2_and_reports_a_median():
     a = cupy.ones(1 << 20, dtype=cupy.float32)
     t = gpu.time_callable(lambda: a.__imul__(1.0), warmup=2, reps=5)
     assert t.l2_flushed and len(t.samples_us) == 5 and 0 < t.min_us <= t.median_us
+
+
+# -- benchmarks/gpu_check.py: the parts a CPU can run ------------------------------------
+
+
+@functools.cache
+def _gpu_check():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = mod  # dataclasses look their module up while it loads
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_kendall_tau_matches_scipy():
+    from scipy.stats import kendalltau
+
+    tau = _gpu_check().kendall_tau
+    rng = np.random.default_rng(1)
+    a, b = list(rng.standard_normal(12)), list(rng.standard_normal(12))
+    assert tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
+    assert tau([1, 2, 3], [10, 20, 30]) == 1.0 and tau([1, 2, 3], [3, 2, 1]) == -1.0
+    b[3] = b[4]  # a tie
+    assert tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "gated_mlp", "gqa", "qknorm", "lora", "ntrans"])
+def test_pytorch_baseline_computes_each_spec(name):
+    torch = pytest.importorskip("torch")
+    from mirage_py.benchmarks import get_benchmark
+    from mirage_py.ir import run_float
+
+    b = get_benchmark(name)
+    spec = b.spec("small")
+    host = b.inputs(spec, seed=0)
+    fn = _gpu_check().torch_function(spec)
+    got = fn(*(torch.from_numpy(host[n]).double() for n in spec.input_names))
+    ref = run_float(spec, host)
+    for y, r in zip(got, ref):
+        np.testing.assert_allclose(y.numpy(), r, rtol=1e-9, atol=1e-9 * np.max(np.abs(r)))
+
+
+def test_model_gpu_names():
+    pick = _gpu_check().model_gpu
+    assert pick("NVIDIA H100 80GB HBM3") == "H100" and pick("NVIDIA H200") == "H200"
+    assert pick("NVIDIA A100-SXM4-80GB") == "A100" and pick("some other GPU") == "H100"
