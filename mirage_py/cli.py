@@ -21,6 +21,7 @@ import click
 
 from . import __version__
 from .benchmarks import SIZES, Benchmark, Size, all_benchmarks
+from .codegen.cost import summary as cost_summary
 from .ir import GraphError, SchemaError, dumps, load
 from .ir.errors import InputError
 from .ir.show import graph_json, render_dot, render_table, render_text, report_header, write_atomic
@@ -148,7 +149,7 @@ def show(graph: Path, dot_file: Path | None, as_json: bool) -> None:
     if dot_file is not None:
         _write(dot_file, render_dot(kg))
     if as_json:
-        click.echo(json.dumps({**report_header(__version__, None), **graph_json(kg)}))
+        click.echo(json.dumps({**report_header(__version__, None), **graph_json(kg), **cost_summary(kg)}))
     else:
         click.echo(render_text(kg))
 

@@ -229,3 +229,18 @@ def test_model_is_fast_enough_for_the_search():
         modeled_us(g)
     per_graph_ms = (time.perf_counter() - t0) * 1e3 / (5 * len(graphs))
     assert per_graph_ms < 2.0  # measured about 0.1 ms; the search also lifts and hashes each match
+
+
+def test_show_json_carries_the_modelled_time(tmp_path):
+    from click.testing import CliRunner
+
+    from mirage_py.cli import cli
+    from mirage_py.ir import save
+
+    g = get_benchmark("ntrans").expert("small")
+    save(g, tmp_path / "g.json")
+    res = CliRunner().invoke(cli, ["show", str(tmp_path / "g.json"), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["modeled_us"] == round(modeled_us(g), 3) and "modelled" in d["cost_model"]
+    assert d["dram_bytes"] == d["min_dram_bytes"] == min_dram_bytes(g)

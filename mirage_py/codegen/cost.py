@@ -523,6 +523,19 @@ def dram_bytes(kg: KernelGraph, gpu: str | GpuSpec = "H100") -> int:
     return cost_report(kg, gpu).dram_bytes
 
 
+def summary(kg: KernelGraph, gpu: str | GpuSpec = "H100") -> dict[str, Any]:
+    """The model's figures for a report: total and per-kernel microseconds (None where a
+    kernel cannot launch), DRAM bytes against the minimum, and what produced them."""
+    r = cost_report(kg, gpu)
+    return {
+        "modeled_us": _num(r.total_us),
+        "modeled_kernels_us": [_num(k.us) for k in r.kernels],
+        "dram_bytes": r.dram_bytes,
+        "min_dram_bytes": r.min_dram_bytes,
+        "cost_model": describe(gpu),
+    }
+
+
 def describe(gpu: str | GpuSpec = "H100") -> str:
     """One line for reports: which model, which GPU, and that the figure is modelled."""
     return f"analytic cost model, {get_gpu(gpu).name} (modelled, not measured)"
@@ -541,4 +554,5 @@ __all__ = [
     "min_dram_bytes",
     "modeled_us",
     "occupancy",
+    "summary",
 ]
