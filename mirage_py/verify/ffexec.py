@@ -16,6 +16,9 @@ merge_tiles / align, applied to each residue array.
 from __future__ import annotations
 
 import hashlib
+import math
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -44,38 +47,120 @@ class Res(NamedTuple):
     nn: bool
 
 
+class _Pool:
+    """Big float64 buffers, handed out again once nothing refers to them any more.
+
+    A fresh 16 MB array costs about as much as a pass over it (page faults, and the kernel
+    zeroing the pages), and glibc gives freed big arrays back to the kernel, so without this
+    every paper-size op pays that again, in every run of every trial. A buffer is free when
+    only the pool refers to it: every NumPy view keeps its owner alive, so a buffer whose
+    values are still used anywhere has a higher reference count."""
+
+    MIN_SIZE = 1 << 18  # elements (2 MB); smaller arrays come cheaply from malloc's free lists
+    MAX_FREE_BYTES = 1 << 28  # at most 256 MB kept idle
+
+    def __init__(self) -> None:
+        self._bufs: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def _idle(self) -> list[int]:
+        """Indices of the buffers nothing outside the pool refers to: the list entry and
+        getrefcount's argument are their only references."""
+        return [i for i in range(len(self._bufs)) if sys.getrefcount(self._bufs[i]) == 2]
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """An uninitialized float64 array of `shape`, or None for a small one (let NumPy
+        allocate it)."""
+        n = math.prod(shape)
+        if n < self.MIN_SIZE:
+            return None
+        with self._lock:
+            idle = self._idle()
+            same = [i for i in idle if self._bufs[i].size == n]
+            if same:
+                buf = self._bufs.pop(same[0])
+                self._bufs.append(buf)  # most recently used last
+                return buf.reshape(shape)
+            # Drop the oldest idle buffers beyond the cap, then allocate.
+            spare = sum(self._bufs[i].nbytes for i in idle)
+            drop = set()
+            for i in idle:
+                if spare <= self.MAX_FREE_BYTES:
+                    break
+                spare -= self._bufs[i].nbytes
+                drop.add(i)
+            self._bufs = [b for i, b in enumerate(self._bufs) if i not in drop]
+            buf = np.empty(n)
+            self._bufs.append(buf)
+            return buf.reshape(shape)
+
+
+_POOL = _Pool()
+
+
+def _empty(shape: tuple[int, ...]) -> np.ndarray:
+    out = _POOL.empty(shape)
+    return np.empty(shape) if out is None else out
+
+
+# Elementwise chains over big arrays run block by block, so that their temporaries stay in
+# the L2 cache: a 2 M-element reduction is four passes over 16 MB otherwise.
+BLOCK = 1 << 14
+
+
+def _blockwise(a: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], object]) -> np.ndarray:
+    """A float64 array like `a`, each block of it written by fn(block of a, block of out)."""
+    src = np.ascontiguousarray(a)
+    out = _empty(src.shape)
+    flat, dst = src.reshape(-1), out.reshape(-1)
+    for s in range(0, flat.size, BLOCK):
+        fn(flat[s : s + BLOCK], dst[s : s + BLOCK])
+    return out
+
+
+def _center_into(x: np.ndarray, m: int, out: np.ndarray) -> np.ndarray:
+    """out = x - rint(x/m)·m (out must not alias x). Exact when |x| + m < 2^53: the product
+    n·m is then below 2^53 and the difference is an integer; see `_center_bound`."""
+    np.multiply(x, 1.0 / m, out=out)
+    np.rint(out, out=out)
+    np.multiply(out, m, out=out)
+    return np.subtract(x, out, out=out)
+
+
+def _center_bound(b: float, m: int) -> float:
+    """A bound on |x - rint(x/m)·m| for |x| <= b: fl(x·fl(1/m)) is within (b/m)·2^-51 of
+    x/m, so the remainder is at most m/2 + b·2^-51 (plus one for margin)."""
+    return float(m // 2 + 1 + math.ceil(b * 2.0**-51))
+
+
+def _reduce(r: Res, m: int) -> Res:
+    """A centered representative, |a| <= m/2 + 2: one blocked pass, no fix-ups."""
+    a = np.asarray(r.a)
+    if a.ndim == 0 or r.b + m >= LIMIT:  # rint(a/m)·m could pass 2^53: the integer path
+        return _fit(r, m)
+    return Res(_blockwise(a, lambda x, o: _center_into(x, m, o)), _center_bound(r.b, m), False)
+
+
 def _fit(r: Res, m: int) -> Res:
     """Residues in [0, m): the canonical form, for comparisons, lookups and keys."""
     if r.b < m and r.nn:
         return r
     a = np.asarray(r.a)
-    if a.ndim == 0 or r.b + m >= LIMIT:  # floor(q)·m could pass 2^53: the integer path
+    if a.ndim == 0 or r.b + m >= LIMIT:
         return Res((a.astype(np.int64) % m).astype(np.float64), float(m - 1), True)
-    out = _floor_rem(a, m)
-    np.add(out, m, out=out, where=out < 0)
-    np.subtract(out, m, out=out, where=out >= m)
-    return Res(out, float(m - 1), True)
 
+    def fit(x: np.ndarray, o: np.ndarray) -> None:
+        _center_into(x, m, o)  # |o| < m, so one conditional add makes it canonical
+        np.add(o, m, out=o, where=o < 0)
 
-def _floor_rem(a: np.ndarray, m: int, offset: int = 0) -> np.ndarray:
-    """a - (floor(a·(1/m)) - offset)·m, exact when |a| + (offset + 1)·m < 2^53. The rounded
-    quotient is off by at most one, so the result lies in [(offset - 1)·m, (offset + 2)·m)."""
-    out = a * (1.0 / m)
-    np.floor(out, out=out)
-    if offset:
-        out -= offset
-    out *= m
-    return np.subtract(a, out, out=out)
+    return Res(_blockwise(a, fit), float(m - 1), True)
 
 
 def _shrink(r: Res, m: int) -> Res:
-    """A representative below 2m in magnitude, for arithmetic that must stay below 2^53:
-    cheaper than `_fit` (no fix-ups), which only comparisons and lookups need."""
-    if r.b <= 2 * m:
+    """A representative below m in magnitude, for arithmetic that must stay below 2^53."""
+    if r.b <= m:
         return r
-    if np.ndim(r.a) == 0 or r.b + m >= LIMIT:
-        return _fit(r, m)
-    return Res(_floor_rem(np.asarray(r.a), m), float(2 * m), False)
+    return _reduce(r, m)
 
 
 def canon(r: Res, m: int) -> np.ndarray:
@@ -87,7 +172,8 @@ def _add(x: Res, y: Res, m: int, sign: int = 1) -> tuple[Res, bool]:
     red = False
     if x.b + y.b >= LIMIT:
         x, y, red = _shrink(x, m), _shrink(y, m), True
-    a = x.a + y.a if sign > 0 else x.a - y.a
+    out = _POOL.empty(np.broadcast_shapes(np.shape(x.a), np.shape(y.a)))
+    a = np.add(x.a, y.a, out=out) if sign > 0 else np.subtract(x.a, y.a, out=out)
     return Res(a, x.b + y.b, x.nn and y.nn and sign > 0), red
 
 
@@ -108,7 +194,48 @@ def _mul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
         x = _shrink(x, m)
         if x.b * y.b >= LIMIT:
             y = _shrink(y, m)
-    return Res(x.a * y.a, x.b * y.b, x.nn and y.nn), red
+    out = _POOL.empty(np.broadcast_shapes(np.shape(x.a), np.shape(y.a)))
+    return Res(np.multiply(x.a, y.a, out=out), x.b * y.b, x.nn and y.nn), red
+
+
+def _block_slices(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Slices that cut `shape` into boxes of at most BLOCK elements (one whole box when
+    it is small): whole trailing axes, a run of the next one, single indices before it."""
+    inner, k = 1, len(shape)
+    while k and inner * shape[k - 1] <= BLOCK:
+        k -= 1
+        inner *= shape[k]
+    if k == 0:
+        return [tuple(slice(None) for _ in shape)]
+    step, rest = max(1, BLOCK // inner), (slice(None),) * (len(shape) - k)
+    return [
+        tuple(slice(i, i + 1) for i in lead) + (slice(s, s + step),) + rest
+        for lead in np.ndindex(*shape[: k - 1])
+        for s in range(0, shape[k - 1], step)
+    ]
+
+
+def _mul_reduce(x: Res, y: Res, m: int) -> tuple[Res, bool]:
+    """x·y as a centered representative: the product and its reduction in one blocked pass
+    (broadcasting as NumPy does), for quotients, which a product or matmul would otherwise
+    have to reduce in a pass of its own."""
+    if x.b * y.b >= LIMIT:
+        x, y = _shrink(x, m), _shrink(y, m)
+    xa, ya = np.asarray(x.a), np.asarray(y.a)
+    shape = np.broadcast_shapes(xa.shape, ya.shape)
+    if not shape:
+        return _reduce(Res(xa * ya, x.b * y.b, x.nn and y.nn), m), True
+    xa, ya = (a.reshape((1,) * (len(shape) - a.ndim) + a.shape) for a in (xa, ya))
+    out, tmp = _empty(shape), np.empty(min(BLOCK, math.prod(shape)))
+
+    def part(a: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+        return a[tuple(slice(None) if n == 1 else b for n, b in zip(a.shape, box))]
+
+    for box in _block_slices(shape):
+        o = out[box]
+        t = np.multiply(part(xa, box), part(ya, box), out=tmp[: o.size].reshape(o.shape))
+        _center_into(t, m, o)
+    return Res(out, _center_bound(x.b * y.b, m), False), True
 
 
 def _matmul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
@@ -117,7 +244,8 @@ def _matmul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
     if k * x.b * y.b >= LIMIT:
         x, y, red = _shrink(x, m), _shrink(y, m), True
     if k * x.b * y.b < LIMIT:
-        return Res(np.matmul(x.a, y.a), k * x.b * y.b, x.nn and y.nn), red
+        shape = np.broadcast_shapes(x.a.shape[:-2], y.a.shape[:-2]) + (x.a.shape[-2], y.a.shape[-1])
+        return Res(np.matmul(x.a, y.a, out=_POOL.empty(shape)), k * x.b * y.b, x.nn and y.nn), red
     # K·bound² ≥ 2^53: split K into chunks that stay exact (BLAS takes the strided slices
     # as they are), shrink each partial product, then add them up. It costs no flops, only
     # a pass over the (small) outputs per chunk.
@@ -137,13 +265,39 @@ def _linear(fn: Callable[..., np.ndarray], terms: int, xs: Sequence[Res], m: int
     return Res(fn(*(x.a for x in xs)), terms * max(x.b for x in xs), all(x.nn for x in xs)), red
 
 
+def _exp_index_into(x: np.ndarray, b: float, q: int, tmp: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out (intp) = q + a representative of x mod q in (-q, q): indices into `exp_table_ext`
+    (ω^((i - q) mod q), i < 3q) that touch only the q entries around q, so the random
+    lookups stay within a q-sized window of the table."""
+    if b < q:
+        np.add(x, q, out=tmp)
+    else:
+        _center_into(x, q, tmp)
+        tmp += q
+    np.copyto(out, tmp, casting="unsafe")
+    return out
+
+
 def _exp_index(r: Res, q: int) -> np.ndarray:
-    """Indices into `exp_table_ext` (ω^((i - q) mod q) for i < 3q): the exponent reduced mod
-    q up to one q either way, which saves `_fit`'s fix-ups on the largest elementwise op."""
+    """Indices into `exp_table_ext` for the exponents r (the array form of `_exp_index_into`)."""
     a = np.asarray(r.a)
     if a.ndim == 0 or r.b + 2 * q >= LIMIT:
         return canon(r, q) + q
-    return _floor_rem(a, q, offset=1).astype(np.intp)
+    return _exp_index_into(a, r.b, q, np.empty(a.shape), np.empty(a.shape, np.intp))
+
+
+def _exp(r: Res, q: int, table: np.ndarray) -> np.ndarray:
+    """ω^(r mod q) mod p from the extended table, block by block: index and lookup fused."""
+    a = np.asarray(r.a)
+    if a.ndim == 0 or r.b + 2 * q >= LIMIT:
+        return table.take(_exp_index(r, q))
+    tmp, idx = np.empty(BLOCK), np.empty(BLOCK, np.intp)
+
+    def look(x: np.ndarray, o: np.ndarray) -> None:
+        n = x.size
+        table.take(_exp_index_into(x, r.b, q, tmp[:n], idx[:n]), out=o, mode="clip")
+
+    return _blockwise(a, look)
 
 
 class Lazy:
@@ -163,12 +317,27 @@ class Lazy:
 
 class FFTensor:
     """A tensor's residues. `lift`: the p array is also a representative mod q. With no
-    lift and no `q`, the value has no q-residue (it came from an exp)."""
+    lift and no `q`, the value has no q-residue (it came from an exp). `factors`: (a, s)
+    for a quotient a·s (s an inverse, broadcast against a) whose residues are multiplied
+    out only when asked for: a matmul that sums along an axis on which s is constant takes
+    s out of the sum instead (softmax's 1/rowsum then scales the small output, not the
+    scores)."""
 
-    __slots__ = ("p", "q", "lift")
+    __slots__ = ("_p", "q", "lift", "factors")
 
-    def __init__(self, p: Res, q: Lazy | None = None, lift: bool = False) -> None:
-        self.p, self.q, self.lift = p, q, lift
+    def __init__(
+        self,
+        p: Res | Lazy,
+        q: Lazy | None = None,
+        lift: bool = False,
+        factors: tuple[FFTensor, FFTensor] | None = None,
+    ) -> None:
+        self._p = p if isinstance(p, Lazy) else Lazy(value=p)
+        self.q, self.lift, self.factors = q, lift, factors
+
+    @property
+    def p(self) -> Res:
+        return self._p.get()
 
     @property
     def has_q(self) -> bool:
@@ -182,6 +351,8 @@ class FFTensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self.factors is not None:
+            return tuple(np.broadcast_shapes(*(f.shape for f in self.factors)))
         return tuple(np.shape(self.p.a))
 
 
@@ -258,10 +429,26 @@ class FieldOps:
         return self._combine(_neg, (a,))
 
     def matmul(self, a: FFTensor, b: FFTensor) -> FFTensor:
-        return self._combine(_matmul, (a, b))
+        # (x·s) @ y = s·(x @ y) when s is constant along the summed axis (and x @ (y·s) =
+        # (x @ y)·s likewise): worth it when the output is smaller than the quotient.
+        out = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])) * a.shape[-2] * b.shape[-1]
+        scales = []
+        if a.factors is not None and a.factors[1].shape[-1] == 1 and out < math.prod(a.shape):
+            a, s = a.factors
+            scales.append(s)
+        if b.factors is not None and b.factors[1].shape[-2] == 1 and out < math.prod(b.shape):
+            b, s = b.factors
+            scales.append(s)
+        y = self._combine(_matmul, (a, b))
+        for s in scales:
+            y = self._combine(_mul_reduce, (y, s))
+        return y
 
     def div(self, a: FFTensor, b: FFTensor) -> FFTensor:
-        return self.mul(a, self._inverse(b))
+        s = self._inverse(b)
+        p, q = self.p, self.q
+        rq = Lazy(lambda: _mul_reduce(a.qres(), s.qres(), q)[0]) if a.has_q and s.has_q else None
+        return FFTensor(Lazy(lambda: _mul_reduce(a.p, s.p, p)[0]), rq, factors=(a, s))
 
     def _inverse(self, b: FFTensor) -> FFTensor:
         def inv(r: Res, m: int) -> Res:
@@ -277,7 +464,7 @@ class FieldOps:
     def exp(self, a: FFTensor) -> FFTensor:
         if not a.has_q:
             raise OutsideFragment("exp of a value computed from an exp (nested exp)")
-        return FFTensor(Res(self._exp.take(_exp_index(a.qres(), self.q)), float(self.p - 1), True))
+        return FFTensor(Res(_exp(a.qres(), self.q, self._exp), float(self.p - 1), True))
 
     def opaque(self, name: str, a: FFTensor, **attrs: Any) -> FFTensor:
         """A keyed random function of the argument's residues: same op, attributes and
