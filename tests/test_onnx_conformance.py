@@ -42,7 +42,10 @@ _TRANSPOSE = "this permutation of a 3-D tensor is not a swap of the last two dim
 # What the IR cannot express. "reject": the loader raises InputError; "differs": it loads, and
 # the float executor's outputs differ from the expected ones.
 KNOWN: dict[str, tuple[str, str]] = {
-    "test_matmul_bcast": ("reject", "batch dims [3, 1] and [1, 2] broadcast: the IR's matmul takes equal batch dims or none"),
+    "test_matmul_bcast": (
+        "reject",
+        "batch dims [3, 1] and [1, 2] broadcast: the IR's matmul takes equal batch dims or none",
+    ),
     "test_matmul_1d_3d": ("reject", _MATMUL_1D),
     "test_matmul_4d_1d": ("reject", _MATMUL_1D),
     "test_matmul_1d_1d": ("reject", _MATMUL_1D),
@@ -69,7 +72,7 @@ def _load_cases() -> list[Any]:
     does, so the set is the same whatever other onnx case modules were imported before."""
     from onnx.backend.test.case.base import Base
 
-    nodes = importlib.import_module("onnx.backend.test.case.node")
+    nodes: Any = importlib.import_module("onnx.backend.test.case.node")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # some case generators overflow on purpose (casts)
         mods = [importlib.import_module(f"onnx.backend.test.case.node.{m}") for m in MODULES]
@@ -109,7 +112,9 @@ def rule_reason(tc: Any) -> str | None:
         if et not in IR_DTYPES and not (et == TensorProto.INT64 and vi in g.input):
             return f"dtype {TensorProto.DataType.Name(et)}: the IR holds float16, bfloat16 and float32"
     for vi in g.input:
-        if _dtype_of(vi) != TensorProto.INT64 and any(d.HasField("dim_value") and d.dim_value == 0 for d in vi.type.tensor_type.shape.dim):
+        if _dtype_of(vi) != TensorProto.INT64 and any(
+            d.HasField("dim_value") and d.dim_value == 0 for d in vi.type.tensor_type.shape.dim
+        ):
             return "a zero-size dim: IR dims are positive"
     missing = sorted({n.op_type for n in g.node} - SUPPORTED)
     if missing:
@@ -225,6 +230,8 @@ def test_docs_list_the_skipped_cases() -> None:
 if __name__ == "__main__":
     # Rewrite the list in docs/onnx.md.
     text = DOC.read_text()
-    new = re.sub(re.escape(_BEGIN) + r"\n.*\n" + re.escape(_END), lambda _: f"{_BEGIN}\n{markdown()}\n{_END}", text, flags=re.S)
+    new = re.sub(
+        re.escape(_BEGIN) + r"\n.*\n" + re.escape(_END), lambda _: f"{_BEGIN}\n{markdown()}\n{_END}", text, flags=re.S
+    )
     DOC.write_text(new)
     sys.stdout.write(markdown() + "\n")

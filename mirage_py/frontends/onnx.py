@@ -39,7 +39,11 @@ from . import FrontendResult, InputShapes
 
 Shape = tuple[int, ...]
 
-IR_DTYPES: dict[int, str] = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16"}
+IR_DTYPES: dict[int, str] = {
+    TensorProto.FLOAT: "float32",
+    TensorProto.FLOAT16: "float16",
+    TensorProto.BFLOAT16: "bfloat16",
+}
 _STORE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32}  # bfloat16 travels in float32
 
 # Largest constant a folded node may create: folding runs at load time, so a model asking for
@@ -337,8 +341,16 @@ class _Converter:
                     raise InputError(f"the graph has a cycle through {name!r}")
                 state[k] = 1
                 stack.append((name, True))
-                stack.extend((i, False) for i in graph.node[k].input if i)
-        return order
+                stack.extend((i, False) for i in reversed(graph.node[k].input) if i)
+        # Keep the file's order when it is topological (it usually is): specs then read like
+        # the model, and weights become inputs in the order the model uses them.
+        in_file = sorted(order)
+        defined = set(leaves)
+        for k in in_file:
+            if any(i and i not in defined for i in graph.node[k].input):
+                return order
+            defined.update(graph.node[k].output)
+        return in_file
 
     def _cut_types(self, cuts: Sequence[str]) -> dict[str, onnx.ValueInfoProto]:
         try:
@@ -517,7 +529,9 @@ class _Converter:
             raise InputError(f"{label}: folding it at load time would make {size} elements (limit {MAX_FOLD_ELEMENTS})")
 
     # -- helpers the handlers share -----------------------------------------------------
-    def need(self, node: onnx.NodeProto, args: list[Value | None], lo: int, hi: int | None = None) -> list[Value | None]:
+    def need(
+        self, node: onnx.NodeProto, args: list[Value | None], lo: int, hi: int | None = None
+    ) -> list[Value | None]:
         hi = lo if hi is None else hi
         if not lo <= len(args) <= hi or any(a is None for a in args[:lo]):
             raise InputError(f"{_label(node)}: expected {lo}{'' if hi == lo else f' to {hi}'} inputs, got {len(args)}")
@@ -554,7 +568,9 @@ class _Converter:
                 continue
             sp = _span(t.dims, tuple(shape), a)
             if sp is None:
-                raise InputError(f"{_label(node)}: axis {a} of {list(v.shape)} is split across dims {list(v.dims)} by a reshape")
+                raise InputError(
+                    f"{_label(node)}: axis {a} of {list(v.shape)} is split across dims {list(v.dims)} by a reshape"
+                )
             for d in range(*sp):
                 if t.dims[d] > 1:
                     t = self.g.reduce_sum(t, d)
@@ -749,7 +765,9 @@ def matmul(cv: _Converter, node: onnx.NodeProto, a: Value, b: Value) -> Val:
     """ONNX MatMul on the IR's matmul, whose batch dims must match or be absent on one side.
     A side with no batch lets the other side's rows be regrouped freely."""
     pa, pb, out = _matmul_shapes(node, _shape_of(a), _shape_of(b))
-    dtype = next(v.tensor.dtype for v in (a, b) if isinstance(v, Val)) if any(isinstance(v, Val) for v in (a, b)) else ""
+    dtype = (
+        next(v.tensor.dtype for v in (a, b) if isinstance(v, Val)) if any(isinstance(v, Val) for v in (a, b)) else ""
+    )
 
     def mat_dims(p: Shape) -> Shape:
         dims = _strip_lead(p[:-2]) + p[-2:]
