@@ -237,13 +237,14 @@ def _export(spec: str, module: Any, arg_names: list[str], inputs: InputShapes, d
     floats = [t for t in list(module.parameters()) + list(module.buffers()) if t.is_floating_point()]
     if any(t.dtype != tdtype for t in floats):
         module = copy.deepcopy(module).to(tdtype)  # the user's instance stays as it was
-    module.eval()
     args = []
     for n in arg_names:
         dims = inputs[n][0]
         if not dims or any(not isinstance(d, int) or d < 1 for d in dims):
             raise InputError(f"{spec}: input {n!r} has dims {list(dims)}; expected positive integers")
         args.append(torch.zeros(tuple(dims), dtype=tdtype))
+    was_training = module.training
+    module.eval()  # dropout off, norms in inference form; put back below
     try:
         # torch.export warns about its own internals (pytree deprecations): not the user's news.
         with torch.no_grad(), warnings.catch_warnings():
@@ -251,10 +252,10 @@ def _export(spec: str, module: Any, arg_names: list[str], inputs: InputShapes, d
             warnings.simplefilter("ignore", DeprecationWarning)
             ep = torch.export.export(module, tuple(args))
             return ep.run_decompositions(_decomposition_table())
-    except InputError:
-        raise
     except Exception as e:
         raise InputError(f"{spec}: torch.export failed: {type(e).__name__}: {_one_line(e)[:400]}") from None
+    finally:
+        module.train(was_training)
 
 
 def _decomposition_table() -> Any:
@@ -286,7 +287,10 @@ def load_torch(spec: str, inputs: InputShapes, outputs: Sequence[str] | None = N
     arg_names = _argument_names(spec, module, kind, inputs)
     dtype = _graph_dtype(spec, inputs)
     ep = _export(spec, module, arg_names, inputs, dtype)
-    graph, weights = _Converter(ep, arg_names, dtype, path).convert(outputs)
+    try:
+        graph, weights = _Converter(ep, arg_names, dtype, path).convert(outputs)
+    except (InputError, GraphError) as e:  # e.g. a 5-D parameter: the IR's rank rule
+        raise InputError(f"{spec}: {e}") from None
     return FrontendResult(graph, weights, source=spec)
 
 
@@ -841,10 +845,6 @@ def _scalar_tensor(c: _Converter, node: Any) -> Value:
     return _scalar(c.arg(node, 0))
 
 
-def _skip(c: _Converter, node: Any) -> Value:
-    return Fraction(0)  # a shape/dtype assertion: no value, nothing to build
-
-
 ATEN: dict[str, Callable[[_Converter, Any], Value]] = {
     **{
         f"{op}.default": _unary(ir)
@@ -909,5 +909,4 @@ ATEN: dict[str, Callable[[_Converter, Any], Value]] = {
     "to.dtype": _convert,
     "to.dtype_layout": _convert,
     "scalar_tensor.default": _scalar_tensor,
-    "_assert_tensor_metadata.default": _skip,
 }
