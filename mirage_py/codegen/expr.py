@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -65,11 +65,23 @@ class ExprBuilder:
     names: Iterator[int] = field(default_factory=itertools.count)
     lines: list[str] = field(default_factory=list)
     leaves: list[Leaf] = field(default_factory=list)
+    # A builder for the body of a loop: values that do not depend on the loop's coordinates
+    # (`variant`) nor on registers bound inside it are computed by the parent, before the loop.
+    parent: ExprBuilder | None = None
+    variant: frozenset[str] = frozenset()
     _cache: dict[tuple[int, Coords], str] = field(default_factory=dict)
 
-    def child(self) -> ExprBuilder:
-        """A builder for a nested C++ scope: same names and registers, its own lines."""
-        return ExprBuilder(self.tensors, dict(self.regs), self.probe, self.names, [], self.leaves, dict(self._cache))
+    def scope(self, variant: Iterable[str], regs: dict[int, tuple[Coords, str]] | None = None) -> ExprBuilder:
+        """A builder for a loop body nested in this builder's scope."""
+        return ExprBuilder(
+            self.tensors, dict(regs or {}), self.probe, self.names, [], self.leaves, self, frozenset(variant) - {"0"}
+        )
+
+    def _needs_regs(self, tid: int) -> bool:
+        p = self.tensors[tid]
+        if tid in self.regs:
+            return True
+        return p.kind == "inline" and any(self._needs_regs(a) for a in p.args)
 
     def value(self, tid: int, coords: Coords) -> str:
         key = (tid, coords)
@@ -79,6 +91,10 @@ class ExprBuilder:
         if tid in self.regs and self.regs[tid][0] == coords:
             self.leaves.append(Leaf(tid, coords, "reg"))
             return self.regs[tid][1]
+        if self.parent is not None and not set(coords) & self.variant and not self._needs_regs(tid):
+            v = self.parent.value(tid, coords)
+            self._cache[key] = v
+            return v
         if p.kind == "inline" and p.op == "transpose":
             v = self.value(p.args[0], swap_last(coords))
             self._cache[key] = v

@@ -37,9 +37,17 @@ class Code:
         for line in lines:
             self.lines.append(("  " * self.depth + line) if line else "")
 
+    def mark(self) -> tuple[int, int]:
+        return len(self.lines), self.depth
+
+    def insert(self, mark: tuple[int, int], lines: list[str]) -> None:
+        """Insert lines where `mark` was taken (hoisted values go before their loop)."""
+        at, depth = mark
+        self.lines[at:at] = [("  " * depth + line) if line else "" for line in lines]
+
     @contextmanager
     def block(self, head: str) -> Iterator[None]:
-        self(head + " {")
+        self(head + " {" if head else "{")
         self.depth += 1
         yield
         self.depth -= 1
@@ -66,6 +74,9 @@ def _unravel(c: Code, index: str, dims: tuple[int, ...], prefix: str = "c") -> C
     return coords
 
 
+Scope = Callable[[Coords], ExprBuilder]
+
+
 class Renderer:
     def __init__(self, plan: KernelPlan) -> None:
         self.plan = plan
@@ -80,6 +91,15 @@ class Renderer:
 
     def flush(self, eb: ExprBuilder) -> None:
         self.c(*eb.lines)
+        eb.lines.clear()
+
+    @contextmanager
+    def hoisting(self, eb: ExprBuilder) -> Iterator[ExprBuilder]:
+        """Lines `eb` gains inside the `with` (values hoisted out of a loop opened inside it)
+        go where the `with` began."""
+        mark = self.c.mark()
+        yield eb
+        self.c.insert(mark, eb.lines)
         eb.lines.clear()
 
     def barrier(self, why: str) -> None:
@@ -302,9 +322,9 @@ class Renderer:
 
     def elt(self, s: Step) -> None:
         p = self.ts[s.target]
-        with self.c.block(f"for (int i = mp::thread_rank(); i < {p.numel}; i += kThreads)"):
+        with self.hoisting(self.builder()) as top, self.c.block(f"for (int i = mp::thread_rank(); i < {p.numel}; i += kThreads)"):
             coords = _unravel(self.c, "i", p.dims)
-            self.write_sinks(s.sinks, self.builder(), coords)
+            self.write_sinks(s.sinks, top.scope(coords), coords)
         self.zero_pads(s.sinks)
 
     def store(self, s: Step) -> None:
@@ -316,9 +336,9 @@ class Renderer:
         shift = 0
         for a in p.args:
             ap = self.ts[a]
-            with self.c.block(f"for (int i = mp::thread_rank(); i < {ap.numel}; i += kThreads)"):
+            with self.hoisting(self.builder()) as top, self.c.block(f"for (int i = mp::thread_rank(); i < {ap.numel}; i += kThreads)"):
                 coords = _unravel(self.c, "i", ap.dims)
-                eb = self.builder()
+                eb = top.scope(coords)
                 v = eb.value(a, coords)
                 self.flush(eb)
                 out = list(coords)
@@ -403,14 +423,15 @@ class Renderer:
         reg = p.reg
         assert reg is not None
         regs = step_regs(self.ts, s)
-        eb = self.builder(regs)
-        {"warp": self._warp_loop, "thread": self._thread_loop, "rows": self._rows_loop}[reg.kind](p, members, eb, body)
+        with self.hoisting(self.builder()) as top:
+            loop = {"warp": self._warp_loop, "thread": self._thread_loop, "rows": self._rows_loop}[reg.kind]
+            loop(p, members, lambda coords: top.scope(coords, regs), body)
 
-    def _bind(self, members: list[int], index: str, eb: ExprBuilder) -> None:
+    def _bind(self, members: list[int], index: str) -> None:
         for m in members:
             self.c(f"const float r_t{m} = {reg_name(m)}{index};")
 
-    def _warp_loop(self, p: PT, members: list[int], eb: ExprBuilder, body: Callable[[ExprBuilder, Coords], None]) -> None:
+    def _warp_loop(self, p: PT, members: list[int], eb: Scope, body: Callable[[ExprBuilder, Coords], None]) -> None:
         reg = p.reg
         assert reg is not None
         with (
@@ -423,8 +444,8 @@ class Renderer:
             self.c("const int row = wm0 + 16 * i + rc.row, col = wn0 + 8 * j + rc.col;")
             with self._maybe(reg.mp > reg.m, f"if (row < {reg.m})"):
                 coords = self._name_rc(p.dims, bcoords)
-                self._bind(members, f"[{bidx}].c[i][j].v[e]", eb)
-                body(eb, coords)
+                self._bind(members, f"[{bidx}].c[i][j].v[e]")
+                body(eb(coords), coords)
 
     def _name_rc(self, dims: tuple[int, ...], bcoords: Coords) -> Coords:
         ident = identity_coords(dims)
@@ -434,7 +455,7 @@ class Renderer:
             self.c(f"const int {', '.join(decl)};")
         return tuple(bcoords) + ident[-2:]
 
-    def _thread_loop(self, p: PT, members: list[int], eb: ExprBuilder, body: Callable[[ExprBuilder, Coords], None]) -> None:
+    def _thread_loop(self, p: PT, members: list[int], eb: Scope, body: Callable[[ExprBuilder, Coords], None]) -> None:
         reg = p.reg
         assert reg is not None
         inner = p.dims if reg.batch == 1 else p.dims[-2:]
@@ -445,10 +466,10 @@ class Renderer:
                     coords = _unravel(self.c, "i", inner)
                     if reg.batch > 1:
                         coords = tuple(bcoords) + coords
-                    self._bind(members, f"[{bidx}].v[j]", eb)
-                    body(eb, coords)
+                    self._bind(members, f"[{bidx}].v[j]")
+                    body(eb(coords), coords)
 
-    def _rows_loop(self, p: PT, members: list[int], eb: ExprBuilder, body: Callable[[ExprBuilder, Coords], None]) -> None:
+    def _rows_loop(self, p: PT, members: list[int], eb: Scope, body: Callable[[ExprBuilder, Coords], None]) -> None:
         reg = p.reg
         assert reg is not None
         who = "mp::warp_id() + k * kWarps" if reg.warp_mode else "mp::thread_rank() + k * kThreads"
@@ -457,8 +478,8 @@ class Renderer:
             cond = f"o < {reg.m}" + (" && mp::lane_id() == 0" if reg.warp_mode else "")
             with self.c.block(f"if ({cond})"):
                 coords = _unravel(self.c, "o", p.dims[:-1]) + ("0",)
-                self._bind(members, "[k]", eb)
-                body(eb, coords)
+                self._bind(members, "[k]")
+                body(eb(coords), coords)
 
     def epilogue(self, s: Step) -> None:
         reg = self.ts[s.group[0]].reg
@@ -478,11 +499,11 @@ class Renderer:
         reg = p.reg
         assert reg is not None
         x = p.args[0]
-        with self.c.block(f"MP_UNROLL for (int j = 0; j < {reg.nreg}; ++j)"):
+        with self.hoisting(self.builder()) as top, self.c.block(f"MP_UNROLL for (int j = 0; j < {reg.nreg}; ++j)"):
             self.c("const int i = mp::thread_rank() + j * kThreads;")
             with self.c.block(f"if (i < {p.numel})"):
                 coords = _unravel(self.c, "i", p.dims)
-                eb = self.builder()
+                eb = top.scope(coords)
                 v = eb.value(x, coords)
                 self.flush(eb)
                 self.c(f"{reg_name(s.target)}[0].v[j] += {v};")
@@ -493,14 +514,14 @@ class Renderer:
         assert reg is not None
         x = self.ts[p.args[0]]
         who = "mp::warp_id() + k * kWarps" if reg.warp_mode else "mp::thread_rank() + k * kThreads"
-        with self.c.block(f"MP_UNROLL for (int k = 0; k < {reg.nreg}; ++k)"):
+        with self.hoisting(self.builder()) as top, self.c.block(f"MP_UNROLL for (int k = 0; k < {reg.nreg}; ++k)"):
             self.c(f"const int o = {who};")
             with self.c.block(f"if (o < {reg.m})"):
                 coords = _unravel(self.c, "o", x.dims[:-1])
                 self.c("float sum = 0.0f;")
                 first, step_ = ("mp::lane_id()", "32") if reg.warp_mode else ("0", "1")
-                with self.c.block(f"for (int r = {first}; r < {x.dims[-1]}; r += {step_})"):
-                    eb = self.builder()
+                with self.hoisting(top.scope(coords)) as outer, self.c.block(f"for (int r = {first}; r < {x.dims[-1]}; r += {step_})"):
+                    eb = outer.scope(coords + ("r",))
                     v = eb.value(x.id, coords + ("r",))
                     self.flush(eb)
                     self.c(f"sum += {v};")
@@ -519,17 +540,18 @@ class Renderer:
             head, first, step_ = "for (int o = mp::thread_rank(); o < {n}; o += kThreads)", "0", "1"
         self.c(f"// t{p.id} = reduce_sum over dim {d} ({m} terms{f' of stride {size}' if size > 1 else ''}), "
                f"{'a warp per output' if reg.warp_mode else 'a thread per output'}")
-        with self.c.block(head.format(n=p.numel)):
+        with self.hoisting(self.builder()) as top, self.c.block(head.format(n=p.numel)):
             coords = _unravel(self.c, "o", p.dims)
             self.c("float sum = 0.0f;")
-            with self.c.block(f"for (int r = {first}; r < {m}; r += {step_})"):
+            outer = top.scope(coords, step_regs(self.ts, s))
+            with self.hoisting(outer), self.c.block(f"for (int r = {first}; r < {m}; r += {step_})"):
                 xc = list(coords)
                 if size > 1:
                     self.c(f"const int x{d} = r * {size} + {coords[d]};")
                     xc[d] = f"x{d}"
                 else:
                     xc[d] = "r"
-                eb = self.builder()
+                eb = outer.scope(xc)
                 v = eb.value(x.id, tuple(xc))
                 self.flush(eb)
                 self.c(f"sum += {v};")
@@ -537,7 +559,7 @@ class Renderer:
                 self.c("sum = mp::warp_sum(sum);")
             with self._maybe(reg.warp_mode, "if (mp::lane_id() == 0)"):
                 self.c(f"const float r_t{p.id} = sum;")
-                self.write_sinks(s.sinks, self.builder(step_regs(self.ts, s)), coords)
+                self.write_sinks(s.sinks, outer, coords)
         self.zero_pads(s.sinks)
 
 
