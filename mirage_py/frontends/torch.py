@@ -567,6 +567,8 @@ def _scalar(x: Any) -> Fraction:
 def _tensor(x: Any) -> _Val:
     if not isinstance(x, _Val):
         raise _Unsupported(f"expected a tensor operand, got the constant {x}")
+    # _weight stores a weight transposed only when every consumer transposes it.
+    assert not x.pre_t, "a weight stored transposed reached a non-transposing op"
     if not compatible(x.dims, x.shape):
         raise _Unsupported(
             f"an operand is torch shape {list(x.shape)} held as IR dims {list(x.dims)} "
