@@ -227,6 +227,60 @@ def benchmarks_export(name: Benchmark, batch: int | None, size: str, spec_file: 
 
 
 # ---------------------------------------------------------------------------------------
+# emit and run (codegen)
+
+
+@cli.command()
+@click.argument("graph", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--spec", "spec_file", type=click.Path(path_type=Path), help="Prove GRAPH equivalent to SPEC first.")
+@click.option("--target", type=click.Choice(sorted(SMEM_LIMIT)), default="sm_90", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def emit(graph: Path, out: Path, spec_file: Path | None, target: str, as_json: bool) -> int:
+    """Write GRAPH as CUDA: OUT/kernels/*.cu, runtime/*.cuh, launch.json, mugraph.json,
+    module.py. With --spec, exit 1 (writing nothing) unless GRAPH is proven equivalent."""
+    from .codegen.commands import NotEquivalent, emit_to
+
+    try:
+        res = emit_to(load(graph), out, load(spec_file) if spec_file else None, target)
+    except NotEquivalent as e:
+        click.echo(f"{PROG}: {e}", err=True)
+        return EXIT_NEGATIVE
+    if as_json:
+        click.echo(json.dumps({**report_header(__version__, None), **res.to_json()}))
+    else:
+        rows = [[k.name, k.op, k.grid, k.block[0], k.forloop, k.shared_bytes, k.barriers] for k in res.program.kernels]
+        click.echo(render_table(["kernel", "op", "grid", "threads", "loop", "smem", "barriers"], rows))
+        proven = f", proven equivalent to {spec_file} ({res.trials} trials)" if res.verified else ""
+        click.echo(f"wrote {out}: {len(rows)} kernel(s) for {target}{proven}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("path", metavar="GRAPH.json|OUT", type=click.Path(exists=True, path_type=Path))
+@click.option("--emulate/--gpu", "emulate", default=True, help="CPU emulation of the .cu files (default) or CuPy.")
+@click.option("--check", is_flag=True, help="Compare every output with the float64 reference; exit 1 on a mismatch.")
+@click.option("--target", type=click.Choice(sorted(SMEM_LIMIT)), default="sm_90", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def run(path: Path, emulate: bool, check: bool, target: str, seed: int, as_json: bool) -> int:
+    """Run an emitted OUT (or GRAPH.json, emitted first) on random inputs."""
+    from .codegen.commands import run_path
+
+    res = run_path(path, "emulate" if emulate else "gpu", check, target, seed)
+    if as_json:
+        click.echo(json.dumps({**report_header(__version__, seed), **res.to_json()}))
+    else:
+        for row in res.to_json()["outputs"]:
+            verdict = f"scaled error {row['scaled']:.3g} (tolerance {row['tolerance']:g}) {'ok' if row['ok'] else 'MISMATCH'}" if "ok" in row else "not checked"
+            click.echo(f"{row['name']} {row['shape']}: {verdict}")
+        if res.error:
+            click.echo(f"{PROG}: {res.error}", err=True)
+        click.echo(f"{res.kernels} kernel(s) on {res.device} in {res.seconds:.2f} s: {'ok' if res.ok else 'FAILED'}")
+    return EXIT_OK if res.ok else EXIT_NEGATIVE
+
+
+# ---------------------------------------------------------------------------------------
 # verify
 
 

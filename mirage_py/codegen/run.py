@@ -45,7 +45,11 @@ def read_launch(out: Path) -> dict[str, Any]:
 
 
 def to_device_array(x: np.ndarray, dtype: str) -> np.ndarray:
-    """A float array as the kernels' element type holds it: float16, bfloat16 bits, float32."""
+    """A float array as the kernels' element type holds it: float16, bfloat16 bits (a uint16
+    array is taken as bits already), float32."""
+    x = np.asarray(x)
+    if dtype == "bfloat16" and x.dtype == np.uint16:
+        return np.ascontiguousarray(x)
     if dtype == "float16":
         with np.errstate(over="ignore"):
             return np.ascontiguousarray(x, dtype=np.float32).astype(np.float16)
@@ -93,9 +97,13 @@ class EmulatedPrograms:
         runtime = paths[0] / "runtime"
         return cls(paths, build([_combined_source(paths)], names, runtime_dir=runtime))
 
-    def run(self, out: Path | str, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], EmulationResult]:
-        """Run program `out` on inputs (by graph input name); outputs by name as float32.
-        Raises EmulationError when the run reports races or errors."""
+    def run(
+        self, out: Path | str, inputs: Mapping[str, np.ndarray], raw: bool = False
+    ) -> tuple[dict[str, np.ndarray], EmulationResult]:
+        """Run program `out` on inputs (by graph input name: float arrays, or for bfloat16
+        uint16 bit patterns); outputs by name as float32, or with `raw` as the kernels hold
+        them (float16, uint16 bfloat16 bits, float32). Raises EmulationError when the run
+        reports races or errors."""
         spec = read_launch(Path(out))
         dtypes = {b["name"]: b["dtype"] for b in spec["buffers"]}
         bufs: dict[str, np.ndarray] = {}
@@ -114,7 +122,10 @@ class EmulatedPrograms:
             for k in spec["kernels"]
         ]
         res = self.program.run(launches, bufs).check()
-        outs = {io["name"]: from_device_array(res.buffers[io["buffer"]], dtypes[io["buffer"]]) for io in spec["outputs"]}
+        outs = {
+            io["name"]: res.buffers[io["buffer"]].copy() if raw else from_device_array(res.buffers[io["buffer"]], dtypes[io["buffer"]])
+            for io in spec["outputs"]
+        }
         return outs, res
 
 
