@@ -265,17 +265,25 @@ def _linear(fn: Callable[..., np.ndarray], terms: int, xs: Sequence[Res], m: int
     return Res(fn(*(x.a for x in xs)), terms * max(x.b for x in xs), all(x.nn for x in xs)), red
 
 
-def _exp_index_into(x: np.ndarray, b: float, q: int, tmp: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out (intp) = q + a representative of x mod q in (-q, q): indices into `exp_table_ext`
-    (ω^((i - q) mod q), i < 3q) that touch only the q entries around q, so the random
-    lookups stay within a q-sized window of the table."""
+# Float64 numbers in [2^52, 2^53) are exactly the integers there, and the bits of M + k
+# are those of M plus k (|k| < 2^51): adding M turns an integer-valued float into its int64
+# bits with one add and one integer subtract, cheaper than a float-to-int conversion.
+_MAGIC = 1.5 * 2.0**52
+_MAGIC_BITS = int(np.float64(_MAGIC).view(np.int64))
+
+
+def _exp_index_into(x: np.ndarray, b: float, q: int, tmp: np.ndarray) -> np.ndarray:
+    """q + a representative of x mod q in (-q, q), as int64 (a view of the float64 scratch
+    `tmp`): indices into `exp_table_ext` (ω^((i - q) mod q), i < 3q) that touch only the q
+    entries around q, so the random lookups stay within a q-sized window of the table."""
     if b < q:
-        np.add(x, q, out=tmp)
+        np.add(x, q + _MAGIC, out=tmp)
     else:
         _center_into(x, q, tmp)
-        tmp += q
-    np.copyto(out, tmp, casting="unsafe")
-    return out
+        tmp += q + _MAGIC
+    idx = tmp.view(np.int64)
+    idx -= _MAGIC_BITS
+    return idx
 
 
 def _exp_index(r: Res, q: int) -> np.ndarray:
@@ -283,7 +291,7 @@ def _exp_index(r: Res, q: int) -> np.ndarray:
     a = np.asarray(r.a)
     if a.ndim == 0 or r.b + 2 * q >= LIMIT:
         return canon(r, q) + q
-    return _exp_index_into(a, r.b, q, np.empty(a.shape), np.empty(a.shape, np.intp))
+    return _exp_index_into(a, r.b, q, np.empty(a.shape))
 
 
 def _exp(r: Res, q: int, table: np.ndarray) -> np.ndarray:
@@ -291,11 +299,10 @@ def _exp(r: Res, q: int, table: np.ndarray) -> np.ndarray:
     a = np.asarray(r.a)
     if a.ndim == 0 or r.b + 2 * q >= LIMIT:
         return table.take(_exp_index(r, q))
-    tmp, idx = np.empty(BLOCK), np.empty(BLOCK, np.intp)
+    tmp = np.empty(BLOCK)
 
     def look(x: np.ndarray, o: np.ndarray) -> None:
-        n = x.size
-        table.take(_exp_index_into(x, r.b, q, tmp[:n], idx[:n]), out=o, mode="clip")
+        table.take(_exp_index_into(x, r.b, q, tmp[: x.size]), out=o, mode="clip")
 
     return _blockwise(a, look)
 
