@@ -731,8 +731,16 @@ def _io(bg: BlockGraph, ts: dict[int, PT], outs: list[int], params: list[str]) -
 # The planner
 
 
-def plan_kernel(bg: BlockGraph, name: str, params: list[str], target: str = "sm_90", op: str = "customized") -> KernelPlan:
-    """Plan block graph `bg` as kernel `name`; `params` names its inputs then outputs."""
+def plan_kernel(
+    bg: BlockGraph,
+    name: str,
+    params: list[str],
+    target: str = "sm_90",
+    op: str = "customized",
+    orders: tuple[str, ...] = ("asap", "alap"),
+) -> KernelPlan:
+    """Plan block graph `bg` as kernel `name`; `params` names its inputs then outputs.
+    Of the step `orders` tried, the one with the lower shared-memory peak wins."""
     tgt = get_target(target)
     ts, outs = _expand(bg)
     order = _topo(ts)
@@ -748,12 +756,12 @@ def plan_kernel(bg: BlockGraph, name: str, params: list[str], target: str = "sm_
     _check_sizes(bg, ts)
     ins, outputs = _io(bg, ts, outs, params)
     best: KernelPlan | None = None
-    for late in (False, True):
+    for order_name in orders:
         steps = _steps(ts, outs, groups, members)
         for s in steps:
             _reads_writes(ts, matmuls, s)
-        _level(steps, late)
-        plan = KernelPlan(name, op, bg, tgt, ts, ins, outputs, outs, steps, matmuls, order="alap" if late else "asap")
+        _level(steps, late=order_name == "alap")
+        plan = KernelPlan(name, op, bg, tgt, ts, ins, outputs, outs, steps, matmuls, order=order_name)
         plan.smem_bytes = _allocate(plan)
         if best is None or plan.smem_bytes < best.smem_bytes:
             best = plan
