@@ -1,6 +1,6 @@
 """`equivalent`: the six experts are accepted with the bound, counterexamples are reported and
-reproducible, outputs match in any order, nested exp is "not proven", and fingerprints are
-equal exactly for graphs that compute the same tensors."""
+reproducible, outputs match in any order, nested exp and trials that all met zero divisors are
+"not proven", and fingerprints are equal exactly for graphs that compute the same tensors."""
 
 from __future__ import annotations
 
@@ -121,15 +121,67 @@ def test_nested_exp_is_outside_the_fragment():
     assert equivalent(k, k).equivalent
 
 
+def _divides_by_zero() -> KernelGraph:
+    k = new_kernel_graph()
+    x = k.new_input((4, 4), name="x")
+    k.mark_output(k.div(x, k.sub(x, x)), "y")  # x - x is 0 in every field: inv(0) = 0 everywhere
+    return k
+
+
+def test_all_trials_at_zero_divisors_are_inconclusive():
+    v = equivalent(_divides_by_zero(), _divides_by_zero())
+    # Both graphs output 0 in every trial, so every trial passes; none proves anything.
+    assert not v.equivalent and v.reason == "inconclusive" and v.error_bound is None
+    assert v.trials == DEFAULT_TRIALS and v.zero_divisors == 2 * DEFAULT_TRIALS * 16  # 2 graphs, 16 elements
+    assert "every trial met a zero divisor" in v.detail and not v
+    # 3·x/(x - x) is another expression, but it too is 0 wherever it is computed: no accept.
+    g = new_kernel_graph()
+    x = g.new_input((4, 4), name="x")
+    g.mark_output(g.mul_scalar(g.div(x, g.sub(x, x)), 3), "y")
+    assert equivalent(_divides_by_zero(), g).reason == "inconclusive"
+
+
+def _scaled(c: Fraction) -> KernelGraph:
+    k = new_kernel_graph()
+    k.mark_output(k.mul_scalar(k.new_input((4, 4), name="x"), c), "y")
+    return k
+
+
 def test_zero_divisors_weaken_the_bound():
+    # 1/p₁ has no inverse in the field of p₁ (FIELDS[1], used by seed 1), only there: one
+    # constant per graph meets a zero divisor in that trial, the other three are clean.
+    c = Fraction(1, FIELDS[1].p)
+    v = equivalent(_scaled(c), _scaled(c), trials=4, seed=0)
+    assert v.equivalent and v.zero_divisors == 2 and v.degree == 1
+    assert v.error_bound == pytest.approx(math.comb(4, 3) * 2.0**-60)  # 3 clean trials of 1/2^20
+    one = equivalent(_scaled(c), _scaled(c), trials=1, seed=1)
+    assert not one.equivalent and one.reason == "inconclusive" and one.zero_divisors == 2
+    assert equivalent(_scaled(c), _scaled(c), trials=1, seed=2).equivalent
+
+
+def test_a_bound_of_one_is_inconclusive():
     def g() -> KernelGraph:
         k = new_kernel_graph()
-        x = k.new_input((4, 4), name="x")
-        k.mark_output(k.div(x, k.sub(x, x)), "y")  # divides by zero everywhere
+        k.mark_output(k.pow_scalar(k.new_input((4, 4), name="x"), 1 << 21), "y")  # degree 2^21 > 2^20
         return k
 
-    v = equivalent(g(), g())
-    assert v.equivalent and v.zero_divisors == 2 * 4 * 16 and v.error_bound == 1.0  # 2 graphs, 4 trials
+    v = equivalent(g(), g(), trials=3)
+    assert not v.equivalent and v.reason == "inconclusive" and v.zero_divisors == 0 and v.degree == 1 << 21
+    assert "bound the error only by 1" in v.detail
+
+
+def test_cli_verify_says_inconclusive(tmp_path):
+    from click.testing import CliRunner
+
+    from mirage_py.cli import cli
+
+    a = tmp_path / "a.json"
+    a.write_text(dumps(_divides_by_zero()))
+    r = CliRunner().invoke(cli, ["verify", str(a), str(a)])
+    assert r.exit_code == 1 and r.output.startswith("not proven equivalent: inconclusive")
+    assert len(r.output.strip().splitlines()) == 1
+    d = json.loads(CliRunner().invoke(cli, ["verify", str(a), str(a), "--json"]).output)
+    assert d["equivalent"] is False and d["reason"] == "inconclusive" and d["error_bound"] is None
 
 
 def test_verdict_json():

@@ -4,7 +4,9 @@ k independent trials; trial t uses seed s = seed + t, field FIELDS[s mod 4] (or 
 asked for), fresh inputs and fresh keyed functions, all drawn from s, so a counterexample is
 reproduced by `equivalent(spec, candidate, trials=1, seed=s)`. Outputs may match in any
 order: a matching must hold in every trial, and every shape-compatible matching counts in the
-union bound. docs/verification.md derives the bound and says when it does not apply.
+union bound. Passing every trial is an accept only if the bound is below 1: trials that all
+met a zero divisor prove nothing, and the verdict says "inconclusive". docs/verification.md
+derives the bound and says when it does not apply.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from .fields import FIELDS, Field
 DEFAULT_TRIALS = 4
 TARGET_BOUND = 2.0**-50
 
-Reason = Literal["mismatch", "outside-fragment"]
+# "inconclusive": every trial passed, but the bound they give is 1 (each met a zero divisor,
+# or the degree is too high for the sample set): nothing is proven, so it is no accept.
+Reason = Literal["mismatch", "outside-fragment", "inconclusive"]
 
 
 @dataclass
@@ -185,17 +189,29 @@ def equivalent(
     # A trial that met a zero divisor still had to pass, but does not tighten the bound;
     # C(k, m) pays for which m of the k trials happened to be clean.
     m = len(clean_bounds)
-    bound = min(1.0, perms * math.comb(k, m) * math.prod(clean_bounds))
+    bound = perms * math.comb(k, m) * math.prod(clean_bounds)
     assert match is not None
-    return Verdict(
-        equivalent=True,
-        trials=k,
-        error_bound=bound,
-        permutation={so[i]: co[j] for i, j in enumerate(match)},
-        zero_divisors=zero_total,
-        degree=degree,
-        permutations=perms,
-        fields=used,
-        detail=f"degree {degree}, {ds.exps + dc.exps} exp / {ds.opaques + dc.opaques} keyed / "
-        f"{ds.inverses + dc.inverses} inverse op applications",
-    )
+    if bound >= 1:
+        why = (
+            f"every trial met a zero divisor ({zero_total} in all; inv(0) = 0 was used), so none bounds the error"
+            if m == 0
+            else f"the clean ones bound the error only by {bound:.3g} (degree {degree}); more trials may"
+        )
+        verdict = Verdict(
+            equivalent=False,
+            trials=k,
+            error_bound=None,
+            reason="inconclusive",
+            detail=f"all {k} trials passed, but {why}",
+        )
+    else:
+        verdict = Verdict(
+            equivalent=True,
+            trials=k,
+            error_bound=bound,
+            permutation={so[i]: co[j] for i, j in enumerate(match)},
+            detail=f"degree {degree}, {ds.exps + dc.exps} exp / {ds.opaques + dc.opaques} keyed / "
+            f"{ds.inverses + dc.inverses} inverse op applications",
+        )
+    verdict.zero_divisors, verdict.degree, verdict.permutations, verdict.fields = zero_total, degree, perms, used
+    return verdict
