@@ -294,7 +294,8 @@ def run(path: Path, emulate: bool, check: bool, target: str, seed: int, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def verify(a: Path, b: Path, trials: int | None, seed: int, as_json: bool) -> int:
     """Prove B equivalent to A (probabilistically, over finite fields). Exit 0 if proven,
-    1 if not (a mismatch, or a graph outside the fragment the test decides)."""
+    1 if not (a mismatch, a graph outside the fragment the test decides, or inconclusive:
+    every trial passed but none bounds the error, e.g. each met a zero divisor)."""
     from .verify import equivalent  # the verifier's numpy work is not needed for --help
 
     verdict = equivalent(load(a), load(b), trials=trials, seed=seed)
