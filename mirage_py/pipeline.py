@@ -218,6 +218,7 @@ def _report(
         "verified": bool(verdict.equivalent),
         "trials": verdict.trials,
         "error_bound": verdict.error_bound,
+        "verify_reason": verdict.reason,  # None when verified; else mismatch, outside-fragment, inconclusive
         "cache_hit": False,
         "improved": found and modeled_us(winner) < baseline_us,
         "config": json.loads(opts.config.to_json()),
@@ -258,7 +259,7 @@ def _report_md(spec: KernelGraph, winner: KernelGraph, report: dict[str, Any]) -
         f"- finite-field equivalence: {'proven' if report['verified'] else 'NOT proven'} in {report['trials']} trials, "
         f"error bound {bound:.3g}"
         if bound is not None
-        else "- finite-field equivalence: not proven",
+        else f"- finite-field equivalence: not proven ({report.get('verify_reason')})",
         f"- numerics (float32 and the graph's dtype vs float64): {'ok' if report['numerics']['ok'] else 'FAILED'}",
         "",
         "## Search",
