@@ -40,7 +40,7 @@ from ..ir.errors import GraphError
 from ..ir.expr_rules import RULES, Term
 from ..ir.graph import BlockGraph, Graph, KernelGraph, Map3, TensorType
 from ..ir.ops import get_op
-from .absexpr import EgglogOracle, output_terms
+from .absexpr import NARROW_AXIOMS, EgglogOracle, output_terms
 from .config import SearchConfig, grid_candidates
 from .reduce import Reduction, lift, reduce_spec
 
@@ -80,6 +80,7 @@ class SearchStats:
     states: int = 0
     pruned: Counter[str] = field(default_factory=Counter)
     oracle_lookups: int = 0
+    passes: int = 0  # oracle passes started (narrow axioms, then all)
     fingerprints: int = 0
     matches: int = 0
     verified: int = 0
@@ -95,6 +96,7 @@ class SearchStats:
             "states_per_second": round(self.states / self.seconds, 1) if self.seconds else None,
             "pruned": dict(sorted(self.pruned.items())),
             "oracle_lookups": self.oracle_lookups,
+            "passes": self.passes,
             "fingerprints": self.fingerprints,
             "matches": self.matches,
             "verified": self.verified,
@@ -175,7 +177,11 @@ class Searcher:
         self.progress = progress
         self.stats = SearchStats()
         self.spec_terms = output_terms(spec)
-        self.oracle = EgglogOracle(self.spec_terms)
+        # Two passes when the narrow axioms prune more: the narrow one finds the usual
+        # rewrites fast, the full one then covers reassociated and distributed forms.
+        wide, narrow = EgglogOracle(self.spec_terms), EgglogOracle(self.spec_terms, axioms=NARROW_AXIOMS)
+        self.oracles = [narrow, wide] if len(narrow) < len(wide) else [wide]
+        self.oracle = self.oracles[0]
         spec_vals = _run_values(spec, evaluator)
         self.spec_keys = [evaluator.key(v) for v in spec_vals]
         self.spec_types = [spec.types[o] for o in spec.outputs]
@@ -200,7 +206,12 @@ class Searcher:
         try:
             if self.progress:
                 self.progress(self.stats)  # the search proper starts now
-            self._kernel(state, top=True)
+            for oracle in self.oracles:
+                # A state explored under the narrow oracle has a larger subtree under the
+                # wide one: dedup starts afresh; matches already made are not re-verified.
+                self.oracle, self.seen = oracle, {}
+                self.stats.passes += 1
+                self._kernel(state, top=True)
         except _Stop as s:
             self.stats.stop_reason = s.reason
         except KeyboardInterrupt:
@@ -267,7 +278,13 @@ class Searcher:
                 return False
             chosen.append(hits[-1])
         self.stats.matches += 1
-        self._record(st.g, chosen)
+        # A tensor that is neither an output nor used is dead code (costs a write, and a
+        # kernel or block ops): the same graph without it is in the search space too.
+        used = {i for n in st.g.nodes for i in n.inputs} | set(chosen)
+        if any(t not in used for n in st.g.nodes for t in n.outputs):
+            self.stats.pruned["dead-code"] += 1
+        else:
+            self._record(st.g, chosen)
         return True
 
     def _record(self, g: KernelGraph, outs: list[int]) -> None:
