@@ -2,13 +2,14 @@
 
 Every figure it gives is *modelled*, not measured, and says so. It reads the graph only
 (grid dims, for-loop range, tile sizes from the imaps, the op table's work rules), so it
-prices search candidates that are never emitted.
+prices search candidates that are never emitted; it does not run the planner.
 
 Per kernel:
-- **traffic**: a customized kernel reads each input tile once per block that loads it (a
-  tensor replicated over grid dims is read once per replica) and writes each output once.
-  A predefined kernel op is priced as the op-by-op kernel it lowers to, with the tiling in
-  `_predefined` (a matmul re-reads its operands once per output tile row or column).
+- **traffic**: a kernel reads each input tile once per block that loads it (a tensor
+  replicated over grid dims is read once per replica) and writes each output once. A
+  predefined kernel op is priced as the block graph the emitter lowers it to
+  (codegen/lower.py: a matmul's operands are re-read once per output tile column or row);
+  an op it cannot tile cannot be emitted, and its time is infinite.
 - **DRAM vs L2**: the first read of a graph input costs DRAM bandwidth. Re-reads of a
   replicated tensor cost L2 bandwidth when the kernel's replicated tensors fit in L2
   together. A tensor written by an earlier kernel is read from L2 when the bytes that went
@@ -18,9 +19,10 @@ Per kernel:
   flight; an SM holds `min(occupancy, blocks per SM)` blocks; the machine moves
   `busy SMs x in-flight bytes per SM / latency`, capped at the SM's share of L2 bandwidth
   and at the memory's peak.
-- **occupancy**: resident blocks per SM, limited by shared memory per block, threads per
-  block and the resident-block limit. A block that needs more shared memory than the GPU
-  allows has no valid launch: its time is infinite.
+- **occupancy**: resident blocks per SM, limited by shared memory per block (estimated by
+  liveness over the block graph, `_block_smem`), threads per block and the resident-block
+  limit. A block that needs more shared memory than the GPU allows has no valid launch:
+  its time is infinite.
 - **waves**: blocks run in `ceil(blocks / (SMs x occupancy))` waves; a partly filled last
   wave leaves SMs idle, so busy SMs = blocks / waves, at most all of them.
 - **compute**: matmuls of 16-bit types at tensor-core peak (m16n8k16 instructions: M, K
@@ -28,9 +30,10 @@ Per kernel:
   runtime computes elementwise math in float32), both scaled by the busy SMs.
 - kernel time = launch overhead + max(memory time, compute time).
 
-Constants are public figures for each GPU (each cited where it is defined), plus two that
-NVIDIA does not publish per product: memory latency and launch overhead (stated as such).
-Nothing here was fitted to measured results.
+Constants are public figures for each GPU, each cited where it is defined: NVIDIA's
+datasheets and whitepapers, the CUDA programming guide, and one published table for what
+NVIDIA does not publish (memory latencies, Hopper's L2 bandwidth). Launch overhead is an
+assumption, stated as such. Nothing here was fitted to measured results.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from ..ir.dtypes import ITEMSIZE
 from ..ir.graph import BlockGraph, KernelGraph, Node
 from ..ir.ops import ACCUMULATORS, get_op
+from .lower import lower_kernel_op
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -176,7 +181,7 @@ class Read:
 
 @dataclass
 class KernelWork:
-    """One launch as the model sees it (or no launch, for a folded transpose)."""
+    """One launch as the model sees it."""
 
     kind: str  # "customized" or the predefined op's name
     blocks: int
@@ -189,7 +194,6 @@ class KernelWork:
     cuda_flops: int
     grid: tuple[int, int, int] = (1, 1, 1)
     forloop_range: int = 1
-    launches: int = 1  # 0: folded into the consumers' loads
 
 
 MMA_M, MMA_N, MMA_K = 16, 8, 16  # mma.sync.m16n8k16, the runtime's tensor-core instruction
@@ -238,8 +242,8 @@ def _block_smem(bg: BlockGraph) -> int:
     return peak
 
 
-def customized_work(node: Node, kg: KernelGraph) -> KernelWork:
-    bg: BlockGraph = node.attrs["block_graph"]
+def block_work(bg: BlockGraph, node: Node, kg: KernelGraph, kind: str = "customized") -> KernelWork:
+    """The work of one launch of block graph `bg`, whose inputs are `node`'s inputs."""
     blocks = math.prod(bg.grid_dims)
     f = bg.forloop_range
     reads, block_load = [], 0
@@ -256,7 +260,7 @@ def customized_work(node: Node, kg: KernelGraph) -> KernelWork:
         tc, cc = tc + t * per * blocks, cc + c * per * blocks
     writes = sum(_nbytes(kg.types[o].dims, kg.types[o].dtype) for o in node.outputs)
     return KernelWork(
-        kind="customized",
+        kind=kind,
         blocks=blocks,
         threads=math.prod(bg.block_dims),
         shared_bytes=_block_smem(bg),
@@ -270,84 +274,36 @@ def customized_work(node: Node, kg: KernelGraph) -> KernelWork:
     )
 
 
-# The op-by-op lowering of a predefined kernel op, as the model prices it: 128 threads per
-# block; a matmul computes TILE x TILE output tiles (fewer rows when M is small), streaming
-# K in TILE-wide chunks through shared memory; other ops give each block ELEMS_PER_BLOCK
-# elements of their largest tensor (rms_norm: one row per block, for the row's sum).
-THREADS = 128
-TILE = 64
-ELEMS_PER_BLOCK = 1024
-
-
-def _matmul_work(node: Node, kg: KernelGraph) -> KernelWork:
-    a, b = (kg.types[i] for i in node.inputs)
-    out = kg.types[node.outputs[0]]
-    m, k, n = a.dims[-2], a.dims[-1], b.dims[-1]
-    batch = math.prod(out.dims[:-2])
-    tm, tn, tk = min(TILE, _ceil_to(m, MMA_M)), min(TILE, _ceil_to(n, MMA_N)), min(TILE, k)
-    rows, cols = -(-m // tm), -(-n // tn)
-    # An operand without the batch dims is shared by every batch: re-read once per batch.
-    a_times = cols * (batch if len(a.dims) == 2 and batch > 1 else 1)
-    b_times = rows * (batch if len(b.dims) == 2 and batch > 1 else 1)
-    isz = ITEMSIZE[out.dtype]
-    tc, cc = _op_flops("matmul", [a.dims, b.dims], out.dims, node.attrs, out.dtype)
-    return KernelWork(
-        kind="matmul",
-        blocks=batch * rows * cols,
-        threads=THREADS,
-        shared_bytes=(tm * tk + tk * tn) * isz,
-        inflight_bytes=(min(m, tm) * tk + tk * min(n, tn)) * isz,
-        reads=[
-            Read(node.inputs[0], _nbytes(a.dims, a.dtype), a_times),
-            Read(node.inputs[1], _nbytes(b.dims, b.dtype), b_times),
-        ],
-        write_bytes=_nbytes(out.dims, out.dtype),
-        tensor_flops=tc,
-        cuda_flops=cc,
-        grid=(cols, rows, batch),
-        forloop_range=-(-k // tk),
-    )
-
-
-def _predefined(node: Node, kg: KernelGraph) -> KernelWork:
-    if node.op == "matmul":
-        return _matmul_work(node, kg)
-    ins = [kg.types[i] for i in dict.fromkeys(node.inputs)]
-    out = kg.types[node.outputs[0]]
-    largest = max([math.prod(t.dims) for t in ins] + [math.prod(out.dims)])
-    if node.op == "rms_norm":
-        blocks, per_block = math.prod(out.dims[:-1]), out.dims[-1]
-    else:
-        blocks, per_block = -(-largest // ELEMS_PER_BLOCK), ELEMS_PER_BLOCK
-    tc, cc = _op_flops(node.op, [kg.types[i].dims for i in node.inputs], out.dims, node.attrs, out.dtype)
-    isz = ITEMSIZE[out.dtype]
-    return KernelWork(
-        kind=node.op,
-        blocks=blocks,
-        threads=THREADS,
-        shared_bytes=0,
-        inflight_bytes=per_block * isz * len(ins),
-        reads=[Read(i, _nbytes(kg.types[i].dims, kg.types[i].dtype), 1) for i in dict.fromkeys(node.inputs)],
-        write_bytes=_nbytes(out.dims, out.dtype),
-        tensor_flops=tc,
-        cuda_flops=cc,
-        grid=(blocks, 1, 1),
-    )
-
-
-def kernel_works(kg: KernelGraph) -> Iterator[tuple[Node, KernelWork]]:
-    """Each kernel-level op with its work. A transpose that is not a graph output is folded
-    into its consumers' loads (DESIGN.md): no launch, and they read its input instead."""
-    alias: dict[int, int] = {}
-    outputs = set(kg.outputs)
+def kernel_works(kg: KernelGraph) -> Iterator[tuple[Node, KernelWork | str]]:
+    """Each kernel-level op with its work, or the reason it cannot be emitted. A predefined
+    op is priced as the block graph the emitter lowers it to (codegen/lower.py), so the
+    model and the emitted code agree on grids and tiles."""
     for node in kg.nodes:
-        if node.op == "transpose" and node.outputs[0] not in outputs:
-            alias[node.outputs[0]] = alias.get(node.inputs[0], node.inputs[0])
-            yield node, KernelWork("transpose", 0, 0, 0, 1, [], 0, 0, 0, launches=0)
+        if node.op == "customized":
+            yield node, block_work(node.attrs["block_graph"], node, kg)
             continue
-        w = customized_work(node, kg) if node.op == "customized" else _predefined(node, kg)
-        w.reads = [Read(alias.get(r.tensor, r.tensor), r.bytes, r.times) for r in w.reads]
-        yield node, w
+        key = (node.op, tuple((kg.types[i].dims, kg.types[i].dtype) for i in node.inputs), tuple(node.attrs.items()))
+        w = _lowered_work(key)
+        if isinstance(w, str):
+            yield node, w
+        else:  # the cached work names its inputs by position: point them at this graph's tensors
+            yield node, replace(w, reads=[Read(node.inputs[k], r.bytes, r.times) for k, r in enumerate(w.reads)])
+
+
+@lru_cache(maxsize=4096)
+def _lowered_work(key: tuple[Any, ...]) -> KernelWork | str:
+    """The work of a predefined op on inputs of these types (lowering is the slow part of
+    pricing a spec; the search prices the same ops over and over)."""
+    op, in_types, attrs = key
+    g = KernelGraph()
+    ins = [g.new_input(dims, dtype, f"in{k}") for k, (dims, dtype) in enumerate(in_types)]
+    g.add_op(op, ins, **dict(attrs))
+    node = g.nodes[0]
+    try:
+        bg = lower_kernel_op(g, node)
+    except (ValueError, AssertionError) as exc:
+        return f"no tiling for {op}: {exc}"
+    return block_work(bg, node, g, kind=op)
 
 
 # ---------------------------------------------------------------------------------------
@@ -373,7 +329,7 @@ class KernelCost:
     compute_us: float
     launch_us: float
     us: float
-    bound: str  # memory | compute | launch | infeasible | folded
+    bound: str  # memory | compute | launch | infeasible
     note: str = ""
 
 
@@ -393,6 +349,13 @@ def _bandwidth(gpu: GpuSpec, peak: float, latency_cycles: int, busy: float, resi
     return min(peak, busy * per_sm)
 
 
+def _infeasible(kind: str, why: str, gpu: GpuSpec) -> KernelCost:
+    inf = math.inf
+    return KernelCost(
+        kind, (0, 0, 0), 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0, inf, inf, gpu.launch_us, inf, "infeasible", why
+    )
+
+
 def price(w: KernelWork, dram: int, l2: int, gpu: GpuSpec) -> KernelCost:
     row = KernelCost(
         kind=w.kind,
@@ -410,13 +373,10 @@ def price(w: KernelWork, dram: int, l2: int, gpu: GpuSpec) -> KernelCost:
         cuda_flops=w.cuda_flops,
         memory_us=0.0,
         compute_us=0.0,
-        launch_us=0.0,
+        launch_us=gpu.launch_us,
         us=0.0,
-        bound="folded",
-        note="folded into its consumers' loads",
+        bound="",
     )
-    if w.launches == 0:
-        return row
     occ = occupancy(gpu, w.threads, w.shared_bytes)
     if occ == 0:
         why = f"{w.shared_bytes} B of shared memory or {w.threads} threads per block do not fit"
@@ -485,6 +445,9 @@ def cost_report(kg: KernelGraph, gpu: str | GpuSpec = "H100") -> CostReport:
     written_at: dict[int, int] = {}  # tensor -> the clock before it was written
     rows: list[KernelCost] = []
     for node, w in kernel_works(kg):
+        if isinstance(w, str):
+            rows.append(_infeasible(node.op, w, spec))
+            continue
         dram = l2 = 0
         replicated = sum(r.bytes for r in w.reads if r.times > 1)
         for r in w.reads:
@@ -505,7 +468,7 @@ def cost_report(kg: KernelGraph, gpu: str | GpuSpec = "H100") -> CostReport:
         total_us=sum(r.us for r in rows),
         dram_bytes=sum(r.dram_bytes for r in rows),
         min_dram_bytes=min_dram_bytes(kg),
-        launches=sum(1 for r in rows if r.bound != "folded"),
+        launches=len(rows),
         notes=[
             "modelled, not measured: analytic model from public GPU specs (mirage_py/codegen/cost.py)",
         ],
