@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -29,8 +27,8 @@ from .ir.graph import KernelGraph
 from .ir.serialize import dumps
 from .ir.show import render_text, report_header
 from .search.config import SearchConfig
-from .search.enumerate import Budget, Candidate, Searcher, SearchResult, SearchStats
-from .search.evaluate import FFEvaluator
+from .search.enumerate import Budget, SearchResult
+from .search.executors import SearchRun, search_subspaces
 from .verify import equivalent
 from .verify.numerics import numerics
 
@@ -42,6 +40,10 @@ class OptimizeOptions:
     jobs: int = 1
     seed: int = 0
     require_improvement: bool = False
+    cache: Path | None = None  # the result cache and checkpoints (None: no cache)
+    resume: bool = False  # read back the finished sub-spaces of an interrupted search
+    executor: str = "local"  # or "ray"
+    ray_address: str | None = None
 
 
 def default_inputs(spec: KernelGraph, seed: int) -> dict[str, np.ndarray]:
@@ -59,108 +61,23 @@ def default_inputs(spec: KernelGraph, seed: int) -> dict[str, np.ndarray]:
 # Search, in one process or several over disjoint sub-spaces
 
 
-def _verifier(spec: KernelGraph, cand: KernelGraph) -> bool:
-    return equivalent(spec, cand).equivalent
-
-
-def _search_part(
-    spec: KernelGraph, opts: OptimizeOptions, part: int, on_progress: Callable[[SearchStats], None] | None
-) -> SearchResult:
-    searcher = Searcher(
+def run_search(spec: KernelGraph, opts: OptimizeOptions, on_states: Callable[[int], None] | None = None) -> SearchRun:
+    """The search over disjoint sub-spaces (the top-level choices dealt round robin) on the
+    chosen executor, through the result cache and its checkpoints when `opts.cache` is set
+    (search/executors.py); results merged by hash."""
+    return search_subspaces(
         spec,
         opts.config,
-        FFEvaluator(seed=opts.seed),
-        _verifier,
-        modeled_us,  # the analytic model (H100); search itself never imports codegen
-        _part_budget(opts.budget, opts.jobs),
-        subspace=(part, opts.jobs),
-        progress=on_progress,
+        opts.budget,
+        cost=modeled_us,  # the analytic model (H100); search itself never imports codegen
+        seed=opts.seed,
+        jobs=opts.jobs,
+        executor=opts.executor,
+        ray_address=opts.ray_address,
+        cache=opts.cache,
+        resume=opts.resume,
+        on_states=on_states,
     )
-    return searcher.run()
-
-
-def _part_budget(b: Budget, jobs: int) -> Budget:
-    states = None if b.max_states is None else max(1, b.max_states // jobs)
-    return Budget(states, b.time_limit)
-
-
-# A worker process's share of the progress counter (set by the pool initializer).
-_COUNTER: Any = None
-
-
-def _init_worker(counter: Any) -> None:
-    global _COUNTER
-    _COUNTER = counter
-    # Ctrl-C reaches every process of the group: each worker stops its own search and
-    # returns what it has (Searcher.run turns KeyboardInterrupt into stop_reason).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _worker(args: tuple[KernelGraph, OptimizeOptions, int]) -> SearchResult:
-    last = [0]
-
-    def progress(s: SearchStats) -> None:
-        with _COUNTER.get_lock():
-            _COUNTER.value += s.states - last[0]
-        last[0] = s.states
-
-    return _search_part(*args, progress)
-
-
-def merge_results(parts: list[SearchResult]) -> SearchResult:
-    found: dict[str, Candidate] = {}
-    matched: set[str] = set()
-    stats = SearchStats()
-    reasons = []
-    for r in parts:
-        for c in r.candidates:
-            found.setdefault(c.hash, c)
-        matched.update(r.matched)
-        s = r.stats
-        stats.states += s.states
-        stats.pruned.update(s.pruned)
-        stats.oracle_lookups += s.oracle_lookups
-        stats.fingerprints += s.fingerprints
-        stats.matches += s.matches
-        stats.verified += s.verified
-        stats.rejected += s.rejected
-        stats.seconds = max(stats.seconds, s.seconds)
-        for attr in ("time_to_first", "time_to_best"):
-            v = getattr(s, attr)
-            if v is not None and (getattr(stats, attr) is None or v < getattr(stats, attr)):
-                setattr(stats, attr, v)
-        reasons.append(s.stop_reason)
-    # The run stopped for the most pressing reason any part did.
-    for reason in ("interrupted", "time", "states", "exhausted"):
-        if reason in reasons:
-            stats.stop_reason = reason
-            break
-    ranked = sorted(found.values(), key=lambda c: (c.cost, c.kernels, c.hash))
-    return SearchResult(ranked, stats, sorted(matched))
-
-
-def run_search(
-    spec: KernelGraph, opts: OptimizeOptions, on_states: Callable[[int], None] | None = None
-) -> SearchResult:
-    """The search over `opts.jobs` disjoint sub-spaces (the top-level choices dealt round
-    robin), in this process or in forked workers; results merged by hash."""
-    if opts.jobs <= 1:
-        return _search_part(spec, opts, 0, (lambda s: on_states(s.states)) if on_states else None)
-    # spawn, not fork: the parent may hold egglog's and z3's native threads, and a forked
-    # child of a threaded process can deadlock.
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    with ctx.Pool(opts.jobs, initializer=_init_worker, initargs=(counter,)) as pool:
-        pending = pool.map_async(_worker, [(spec, opts, k) for k in range(opts.jobs)])
-        while True:
-            try:
-                pending.wait(0.5)
-            except KeyboardInterrupt:
-                continue  # the workers got it too and are returning their best so far
-            if on_states:
-                on_states(counter.value)
-            if pending.ready():
-                return merge_results(pending.get())
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,7 +123,7 @@ def _report(
     found: bool,
     verdict: Any,
     num: Any,
-    result: SearchResult,
+    result: SearchRun,
     baseline_us: float,
     opts: OptimizeOptions,
     seconds: float,
@@ -219,10 +136,10 @@ def _report(
         "trials": verdict.trials,
         "error_bound": verdict.error_bound,
         "verify_reason": verdict.reason,  # None when verified; else mismatch, outside-fragment, inconclusive
-        "cache_hit": False,
+        "cache_hit": result.cache_hit,
         "improved": found and modeled_us(winner) < baseline_us,
         "config": json.loads(opts.config.to_json()),
-        "search": {**st, "candidates": len(result.candidates), "jobs": opts.jobs},
+        "search": {**st, "candidates": len(result.candidates), "jobs": opts.jobs, **result.info},
         "best": {
             "hash": graph_hash(winner),
             "kernels": len(winner.nodes),
