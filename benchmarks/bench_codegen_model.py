@@ -10,8 +10,9 @@ once. The paper's reported speedups are quoted beside them with their sources; t
 measured against PyTorch on real GPUs and are not the same comparison (our spec is already
 one fused rms_norm kernel, not PyTorch's several).
 
-Registers and shared memory per kernel from nvcc (`-Xptxas -v`) join here when the
-emitter's nvcc check can be called on a graph (see `_nvcc_resources`).
+Registers per kernel come from nvcc (`-cubin -Xptxas -v`, sm_90 and sm_80) on the emitted
+kernels, shared memory from launch.json (the planner's dynamic shared memory); `--no-nvcc`
+skips them (no CUDA toolkit).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +44,29 @@ GPU_ORDER = ("H100", "A100", "H200")
 
 
 def _nvcc_resources(graph: KernelGraph) -> str:
-    """Registers / shared memory per kernel from nvcc. The emitter's nvcc script is not
-    callable on a graph yet, so the column says so rather than guessing."""
-    return "n/a"
+    """Per emitted kernel: registers from `nvcc -cubin -Xptxas -v` for sm_90 / sm_80 and the
+    dynamic shared memory the launch requests (launch.json), e.g. "128/120r 55296B"."""
+    from mirage_py.codegen.emit import emit_program
+    from mirage_py.codegen.gpu import read_launch
+    from mirage_py.codegen.nvcc import compile_cubin, find_nvcc
+
+    if find_nvcc() is None:
+        return "n/a (no nvcc)"
+    with tempfile.TemporaryDirectory(prefix="mp-bench-") as tmp:
+        out = Path(tmp)
+        emit_program(graph, out, target="sm_90")
+        plan = read_launch(out)
+        cells = []
+        for k in plan.kernels:
+            regs = []
+            for arch in ("sm_90", "sm_80"):
+                build = compile_cubin(out / k.source, arch, include_dirs=[out / d for d in plan.include_dirs])
+                regs.append(str(build.find(k.name).registers))
+            cells.append(f"{'/'.join(regs)}r {k.shared_bytes}B")
+    return "; ".join(cells)
 
 
-def rows(size: str, batch: int | None, names: list[str]) -> list[dict[str, Any]]:
+def rows(size: str, batch: int | None, names: list[str], nvcc: bool = True) -> list[dict[str, Any]]:
     out = []
     for name, b in all_benchmarks().items():
         if names and name not in names:
@@ -63,7 +82,7 @@ def rows(size: str, batch: int | None, names: list[str]) -> list[dict[str, Any]]
             row["kernels"] = {"spec": rs.launches, "expert": re_.launches}
             row["dram_bytes"] = {"spec": rs.dram_bytes, "expert": re_.dram_bytes, "min": rs.min_dram_bytes}
             row["bound"] = "/".join(k.bound for k in re_.kernels)
-            row["nvcc"] = _nvcc_resources(expert)
+            row["nvcc"] = _nvcc_resources(expert) if nvcc else "-"
             row["paper"] = PAPER.get(name, "-")
             out.append(row)
     return out
@@ -72,7 +91,7 @@ def rows(size: str, batch: int | None, names: list[str]) -> list[dict[str, Any]]
 def render(table: list[dict[str, Any]]) -> str:
     head = ["benchmark", "expert", "kern", "H100 spec us", "H100 expert us", "H100 x"]
     head += [f"{g} {c}" for g in GPU_ORDER[1:] for c in ("spec/expert us", "x")]
-    head += ["DRAM MB spec/expert/min", "expert bound", "regs/smem (nvcc)", "paper reports"]
+    head += ["DRAM MB spec/expert/min", "expert bound", "regs sm_90/sm_80, smem (per kernel)", "paper reports"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         h = r["H100"]
@@ -97,8 +116,9 @@ def main() -> None:
     ap.add_argument("--size", default="paper", choices=["paper", "small"])
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-nvcc", action="store_true", help="skip the nvcc register column")
     args = ap.parse_args()
-    table = rows(args.size, args.batch, args.names)
+    table = rows(args.size, args.batch, args.names, nvcc=not args.no_nvcc)
     if args.json:
         print(json.dumps({"label": "modelled", "gpus": {g: GPUS[g].name for g in GPU_ORDER}, "rows": table}, indent=1))
         return
