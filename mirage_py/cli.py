@@ -325,8 +325,24 @@ def verify(a: Path, b: Path, trials: int | None, seed: int, as_json: bool) -> in
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), help="Stop the search after S seconds.")
 @click.option("--max-states", type=click.IntRange(min=1), help="Stop the search after N states (deterministic).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Search processes.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run the sub-spaces here (--jobs processes) or as Ray tasks (needs mirage-py[cluster]).",
+)
+@click.option("--ray-address", metavar="A", help="Ray cluster to join (default: start a local Ray instance).")
 @click.option("--target", type=click.Choice(sorted(SMEM_LIMIT)), default="sm_90", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of fingerprints and trials.")
+@click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Result cache and checkpoints (default: $XDG_CACHE_HOME/mirage-py/cache.sqlite3).",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache (no checkpoints either).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search from its recorded sub-spaces.")
 @click.option("--require-improvement", is_flag=True, help="Exit 1 when the search finds nothing better than the spec.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress stays on stderr).")
 def optimize(
@@ -336,8 +352,13 @@ def optimize(
     time_limit: float | None,
     max_states: int | None,
     jobs: int,
+    executor: str,
+    ray_address: str | None,
     target: str,
     seed: int,
+    cache_path: Path | None,
+    no_cache: bool,
+    resume: bool,
     require_improvement: bool,
     as_json: bool,
 ) -> int:
@@ -348,10 +369,29 @@ def optimize(
 
     from .pipeline import OptimizeOptions
     from .pipeline import optimize as run_optimize
+    from .search.cache import default_cache_path
     from .search.enumerate import Budget
+    from .search.executors import import_ray
 
+    if no_cache and (cache_path is not None or resume):
+        raise click.UsageError("--no-cache excludes --cache and --resume")
+    if ray_address is not None and executor != "ray":
+        raise click.UsageError("--ray-address needs --executor ray")
+    if executor == "ray":
+        import_ray()  # a missing Ray is a one-line error now, not after the cache lookup
     spec = load(input_file)
-    opts = OptimizeOptions(get_config(preset, target=target), Budget(max_states, time_limit), jobs, seed)
+    cache = None if no_cache else (cache_path or default_cache_path())
+    budget = Budget(max_states, time_limit)
+    opts = OptimizeOptions(
+        get_config(preset, target=target),
+        budget,
+        jobs,
+        seed,
+        cache=cache,
+        resume=resume,
+        executor=executor,
+        ray_address=ray_address,
+    )
     limits = ", ".join(f for f in (max_states and f"{max_states} states", time_limit and f"{time_limit} s") if f)
     started: list[bool] = []
 
@@ -365,6 +405,7 @@ def optimize(
 
     with tqdm(total=max_states, unit="state", desc="search", file=sys.stderr, disable=None, leave=False) as bar:
         report = run_optimize(spec, out, opts, on_states=on_states)
+    _cache_notes(report, cache)
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -375,3 +416,106 @@ def optimize(
             f"{s['states']} states in {s['seconds']} s ({s['stop_reason']}); wrote {out}"
         )
     return EXIT_NEGATIVE if require_improvement and not report["found"] else EXIT_OK
+
+
+def _cache_notes(report: dict[str, Any], cache: Path | None) -> None:
+    """What the cache did, on stderr (stdout belongs to --json)."""
+    s = report["search"]
+    if cache is None:
+        return
+    if report["cache_hit"]:
+        click.echo(f"cache hit: {s['cache_key'][:12]} in {cache} (winner re-verified, no search)", err=True)
+    elif s.get("reused_parts"):
+        click.echo(f"resumed: {s['reused_parts']} of {s['parts']} sub-spaces read back from {cache}", err=True)
+    if s["stop_reason"] == "interrupted" and s.get("cache_key"):
+        click.echo(
+            f"interrupted: {s.get('finished_parts', 0)} of {s['parts']} sub-spaces recorded in {cache}; "
+            "run the same command with --resume to continue",
+            err=True,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# cache
+
+
+def _open_cache(path: Path | None) -> Any:
+    from .search.cache import CacheError, ResultCache, default_cache_path
+
+    path = path or default_cache_path()
+    if not path.exists():
+        raise InputError(f"no cache at {path}")
+    try:
+        return ResultCache(path)
+    except CacheError as e:
+        raise InputError(str(e)) from None
+
+
+_CACHE_OPTION = click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The cache file (default: $XDG_CACHE_HOME/mirage-py/cache.sqlite3).",
+)
+
+
+@cli.group()
+def cache() -> None:
+    """The search-result cache: list, show and clear its entries."""
+
+
+@cache.command("list")
+@_CACHE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table.")
+def cache_list(cache_path: Path | None, as_json: bool) -> None:
+    """One line per stored result: key prefix, spec hash, config, stop reason, states,
+    best modelled cost, date. A row whose checksum fails is marked corrupt."""
+    import datetime
+
+    with _open_cache(cache_path) as db:
+        rows = db.summaries()
+        parts = db.count_parts()
+    if as_json:
+        click.echo(json.dumps({"entries": [vars(r) for r in rows], "checkpoints": parts}))
+        return
+    table = [
+        [
+            r.key[:12],
+            r.spec_hash[:12],
+            r.config_name,
+            r.stop_reason if r.ok else f"{r.stop_reason} (CORRUPT)",
+            r.states,
+            "-" if r.best_cost is None else f"{r.best_cost:.3f}",
+            datetime.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M"),
+        ]
+        for r in rows
+    ]
+    click.echo(render_table(["key", "spec", "config", "stop", "states", "best_us", "date"], table))
+    click.echo(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, {parts} sub-space checkpoint(s)")
+
+
+@cache.command("show")
+@click.argument("key")
+@_CACHE_OPTION
+def cache_show(key: str, cache_path: Path | None) -> None:
+    """Print the entry whose key starts with KEY as JSON (candidates as graph JSON)."""
+    from .search.cache import BadEntry
+
+    with _open_cache(cache_path) as db:
+        try:
+            full = db.find_key(key)
+            entry = db.raw(full)
+        except KeyError as e:
+            raise InputError(e.args[0]) from None
+        except BadEntry as e:
+            raise InputError(f"cache entry {key} is corrupt or foreign: {e}") from None
+    click.echo(json.dumps(entry, indent=1))
+
+
+@cache.command("clear")
+@_CACHE_OPTION
+def cache_clear(cache_path: Path | None) -> None:
+    """Delete every stored result and checkpoint."""
+    with _open_cache(cache_path) as db:
+        n, m = db.clear()
+    click.echo(f"deleted {n} entr{'y' if n == 1 else 'ies'} and {m} sub-space checkpoint(s)")
