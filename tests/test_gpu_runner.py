@@ -228,3 +228,37 @@ def test_model_gpu_names():
     pick = _gpu_check().model_gpu
     assert pick("NVIDIA H100 80GB HBM3") == "H100" and pick("NVIDIA H200") == "H200"
     assert pick("NVIDIA A100-SXM4-80GB") == "A100" and pick("some other GPU") == "H100"
+
+
+def test_gpu_check_dry_run_emits_everything_without_solvers(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    from mirage_py.benchmarks import get_benchmark
+    from mirage_py.ir import save
+
+    report, winners = tmp_path / "r.json", tmp_path / "winners"
+    winners.mkdir()
+    save(get_benchmark("lora").expert("small"), winners / "lora.json")  # stands for a search winner
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--dry-run",
+            "--size",
+            "small",
+            "--winners",
+            str(winners),
+            "--json-out",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(report.read_text())
+    assert d["measured"] is False and d["solvers_imported"] == []
+    labels = {(r["bench"], r["label"]) for r in d["rows"]}
+    assert ("rmsnorm", "spec") in labels and ("gqa", "flash_decoding") in labels and ("lora", "winner") in labels
+    assert len(labels) == 15
+    assert all(r["kernels"] >= 1 and r["modeled_us"] > 0 and r["ok"] is None for r in d["rows"])
+    assert "DRY RUN" in proc.stdout
