@@ -20,6 +20,9 @@ from mirage_py.verify.ffexec import (
     Res,
     _exp_index,
     _matmul,
+    _mul_reduce,
+    _Pool,
+    _reduce,
     canon,
     residues,
     run_ff,
@@ -252,3 +255,78 @@ def test_exp_index_reduces_exactly():
         idx = _exp_index(Res(ok.astype(np.float64), bound, False), Q)
         assert np.all((idx >= 0) & (idx < 3 * Q))
         assert np.array_equal((idx - Q) % Q, ok % Q)
+
+
+# -- the fast paths (docs/verification.md, "Speed"): same residues as the plain arithmetic
+
+
+def test_centered_reduction_is_exact_and_within_its_bound():
+    rng = np.random.default_rng(8)
+    for m in (P, Q):
+        for bound in (2.0**40, 2.0**52, 2.0**53 - 2 * m):
+            v = rng.integers(-int(bound), int(bound), 50_000, dtype=np.int64)  # more than a block
+            v[:4] = [0, int(bound), -int(bound), m * 12345]
+            r = _reduce(Res(v.astype(np.float64), bound, False), m)
+            assert r.b <= m // 2 + 5 and np.all(np.abs(r.a) <= r.b)
+            assert np.array_equal(r.a.astype(np.int64) % m, v % m)
+
+
+@pytest.mark.parametrize("xs, ys", [((3, 700, 50), (3, 700, 1)), ((2, 1, 40_000), (2, 5, 1)), ((), ())])
+def test_mul_reduce_broadcasts_exactly(xs, ys):
+    rng = np.random.default_rng(9)
+    x, y = rng.integers(-(2**26), 2**26, xs), rng.integers(0, P, ys)
+    r, reduced = _mul_reduce(Res(x.astype(np.float64), 2.0**26, False), Res(y.astype(np.float64), P - 1.0, True), P)
+    exact = (x.astype(object) * y.astype(object)) % P
+    assert reduced and np.all(np.abs(r.a) <= r.b) and np.array_equal(np.asarray(r.a).astype(np.int64) % P, exact)
+
+
+def test_blocked_exp_matches_powers():
+    rng = np.random.default_rng(10)
+    f = FIELDS[1]
+    v = rng.integers(-(2**50), 2**50, 40_000)
+    got = canon(FieldOps(f).exp(FFTensor(Res(v.astype(np.float64), 2.0**50, False), lift=True)).p, f.p)
+    assert got.tolist() == [pow(f.omega, int(x) % f.q, f.p) for x in v]
+
+
+def test_quotient_taken_out_of_a_matmul():
+    """(a/s) @ v and v' @ (b/t) with s constant along the summed axis: the factored path
+    (scale after the matmul) gives the residues of the quotient multiplied out first."""
+    rng = np.random.default_rng(11)
+    a, s, v = (
+        rng.integers(1, 2**20, (2, 8, 300)),
+        rng.integers(1, 2**20, (2, 8, 1)),
+        rng.integers(0, 2**20, (2, 300, 3)),
+    )
+    F = FieldOps()
+    quotient = F.div(_lifted(a), _lifted(s))
+    fast = F.matmul(quotient, _lifted(v))
+    assert quotient._p._value is None  # never multiplied out: the scale went after the matmul
+    slow = F.matmul(F.mul(_lifted(a), F.div(F.const(Fraction(1)), _lifted(s))), _lifted(v))
+    exact = np.einsum("bmk,bkn->bmn", a.astype(object), v.astype(object))
+    exact = np.vectorize(lambda e, d: e * pow(int(d), -1, P) % P, otypes=[object])(exact, s)
+    assert np.array_equal(canon(fast.p, P), canon(slow.p, P)) and np.array_equal(
+        canon(fast.p, P), exact.astype(np.int64)
+    )
+    assert np.array_equal(canon(fast.qres(), Q), canon(slow.qres(), Q))
+    # The right operand: x @ (b / t) with t of shape (1, n), constant along the summed axis.
+    x, b, t = rng.integers(0, 2**20, (3, 400)), rng.integers(1, 2**20, (400, 5)), rng.integers(1, 2**20, (1, 5))
+    fast = F.matmul(_lifted(x), F.div(_lifted(b), _lifted(t)))
+    slow = F.matmul(_lifted(x), F.mul(_lifted(b), F.div(F.const(Fraction(1)), _lifted(t))))
+    assert np.array_equal(canon(fast.p, P), canon(slow.p, P))
+    assert F.zero_divisors == 0
+
+
+def test_pool_hands_out_only_unreferenced_buffers():
+    pool = _Pool()
+    assert pool.empty((10,)) is None  # small: NumPy allocates
+    a = pool.empty((4, 1 << 18))
+    assert a is not None
+    view = a[1:]
+    b = pool.empty((4, 1 << 18))
+    assert b is not None and not np.shares_memory(a, b)
+    del a
+    c = pool.empty((1 << 20,))  # `view` still holds the first buffer
+    assert c is not None and not np.shares_memory(c, view)
+    del view, b
+    d = pool.empty((1 << 18, 4))
+    assert d is not None and len(pool._bufs) == 3  # a free buffer reused, none allocated

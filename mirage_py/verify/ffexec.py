@@ -2,12 +2,18 @@
 
 A value holds its residues mod p and, when it may still reach an exp, mod q. Residues are
 float64 arrays of exact integers with a bound on their magnitude, reduced only when the next
-operation could pass 2^53: a matmul with K·bound² < 2^53 goes straight to BLAS, and the
-for-loop's partial products are summed before any reduction. Inputs are integers in
-[0, 2^20), below every shipped q's p, so an input array is a valid representative mod p
-*and* mod q at once ("lift"); ops keep the lift while nothing is reduced, which gives the
-q-residues of the first matmuls (attention scores, a gated MLP's gate) for free. Other
-q-residues are computed lazily, only if an exp or a keyed function asks for them.
+operation could pass 2^53 (to a centered representative, |r| <= m/2 + 5): a matmul with
+K·bound² < 2^53 goes straight to BLAS, and the for-loop's partial products are summed before
+any reduction. Inputs are integers in [0, 2^20), below every shipped q's p, so an input
+array is a valid representative mod p *and* mod q at once ("lift"); ops keep the lift while
+nothing is reduced, which gives the q-residues of the first matmuls (attention scores, a
+gated MLP's gate) for free. Other q-residues are computed lazily, only if an exp or a keyed
+function asks for them; a quotient is kept as its factors until asked for, so a matmul can
+take the divisor out of its sum.
+
+Paper-size work is a few passes over 2 M-element arrays: elementwise chains run in
+cache-sized blocks, exp looks up a q-wide window of its table, and big arrays come from a
+pool (docs/verification.md, "Speed").
 
 Block graphs run vectorized exactly as in the float executor: the same split_tiles /
 merge_tiles / align, applied to each residue array.
@@ -134,7 +140,7 @@ def _center_bound(b: float, m: int) -> float:
 
 
 def _reduce(r: Res, m: int) -> Res:
-    """A centered representative, |a| <= m/2 + 2: one blocked pass, no fix-ups."""
+    """A centered representative, |a| <= m/2 + 5: one blocked pass, no fix-ups."""
     a = np.asarray(r.a)
     if a.ndim == 0 or r.b + m >= LIMIT:  # rint(a/m)·m could pass 2^53: the integer path
         return _fit(r, m)
