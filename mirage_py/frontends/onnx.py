@@ -189,9 +189,9 @@ def _ints(node: onnx.NodeProto, v: Any, what: str) -> list[int]:
 
 
 def _axis(node: onnx.NodeProto, a: int, rank: int) -> int:
-    if not -rank <= a < max(rank, 1):
+    if not -rank <= a < rank:  # a rank-0 tensor has no axis at all
         raise InputError(f"{_label(node)}: axis {a} out of range for rank {rank}")
-    return a % rank if rank else 0
+    return a % rank
 
 
 def _to_array(t: onnx.TensorProto, what: str) -> np.ndarray:
@@ -775,8 +775,8 @@ def matmul(cv: _Converter, node: onnx.NodeProto, a: Value, b: Value) -> Val:
             raise InputError(f"{_label(node)}: a constant operand of rank {len(p)} exceeds the IR's {MAX_RANK} dims")
         return dims
 
-    ta = cv.as_tensor(node, a, mat_dims(pa), dtype)
-    tb = cv.as_tensor(node, b, mat_dims(pb), dtype)
+    ta = a.tensor if isinstance(a, Val) else cv.as_tensor(node, a, mat_dims(pa), dtype)
+    tb = b.tensor if isinstance(b, Val) else cv.as_tensor(node, b, mat_dims(pb), dtype)
     da, db = ta.dims, tb.dims
     ok = False
     if math.prod(pb[:-2]) == 1 and db == pb[-2:]:
