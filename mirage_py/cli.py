@@ -272,7 +272,10 @@ def run(path: Path, emulate: bool, check: bool, target: str, seed: int, as_json:
         click.echo(json.dumps({**report_header(__version__, seed), **res.to_json()}))
     else:
         for row in res.to_json()["outputs"]:
-            verdict = f"scaled error {row['scaled']:.3g} (tolerance {row['tolerance']:g}) {'ok' if row['ok'] else 'MISMATCH'}" if "ok" in row else "not checked"
+            verdict = "not checked"
+            if "ok" in row:
+                verdict = f"scaled error {row['scaled']:.3g} (tolerance {row['tolerance']:g})"
+                verdict += " ok" if row["ok"] else " MISMATCH"
             click.echo(f"{row['name']} {row['shape']}: {verdict}")
         if res.error:
             click.echo(f"{PROG}: {res.error}", err=True)

@@ -156,7 +156,9 @@ def _graph_of(out: Path) -> KernelGraph | None:
     return load(path) if path.exists() else None
 
 
-def run_path(path: Path, device: str = "emulate", check: bool = False, target: str = "sm_90", seed: int = 0) -> RunResult:
+def run_path(
+    path: Path, device: str = "emulate", check: bool = False, target: str = "sm_90", seed: int = 0
+) -> RunResult:
     """Run GRAPH.json (emitted into a temporary folder) or an emitted OUT folder."""
     path = Path(path)
     if path.is_dir():
@@ -202,6 +204,9 @@ def _run_gpu(out: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     dtypes = {io["name"]: io["dtype"] for io in spec["inputs"] + spec["outputs"]}
     import cupy
 
-    dev = {n: cupy.asarray(gpu.to_bf16_bits(x) if dtypes[n] == "bfloat16" else x.astype(gpu.HOST_DTYPE[dtypes[n]])) for n, x in inputs.items()}
+    dev = {
+        n: cupy.asarray(gpu.to_bf16_bits(x) if dtypes[n] == "bfloat16" else x.astype(gpu.HOST_DTYPE[dtypes[n]]))
+        for n, x in inputs.items()
+    }
     res = prog.run(dev)
     return {n: gpu.to_host_float(a, dtypes[n]).astype(np.float32) for n, a in res.items()}

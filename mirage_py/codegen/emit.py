@@ -191,6 +191,12 @@ def _buffers(kg: KernelGraph, names: dict[int, str]) -> list[dict[str, Any]]:
         for d in t.dims:
             numel *= d
         out.append(
-            {"name": names[tid], "shape": list(t.dims), "dtype": t.dtype, "bytes": numel * ITEMSIZE[t.dtype], "role": role}
+            {
+                "name": names[tid],
+                "shape": list(t.dims),
+                "dtype": t.dtype,
+                "bytes": numel * ITEMSIZE[t.dtype],
+                "role": role,
+            }
         )
     return out

@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from ..ir.dtypes import ITEMSIZE
 from ..ir.errors import InputError
@@ -161,10 +162,12 @@ def _expand(bg: BlockGraph) -> tuple[dict[int, PT], list[int]]:
     return ts, outs
 
 
-def _expand_rms_norm(ts: dict[int, PT], x: int, out: int, dims: tuple[int, ...], dtype: str, eps: Fraction, nid: int) -> int:
+def _expand_rms_norm(
+    ts: dict[int, PT], x: int, out: int, dims: tuple[int, ...], dtype: str, eps: Fraction, nid: int
+) -> int:
     """x / sqrt(sum(x^2) / n + eps): the definition every interpreter uses."""
     row = dims[:-1] + (1,)
-    chain = [
+    chain: list[tuple[str, tuple[int, ...] | None, dict[str, Any], tuple[int, ...]]] = [
         ("square", (x,), {}, dims),
         ("reduce_sum", None, {"dim": len(dims) - 1, "size": 1}, row),
         ("mul_scalar", None, {"c": Fraction(1, dims[-1])}, row),
@@ -278,7 +281,7 @@ def _require(ts: dict[int, PT], needs: dict[int, _Need], t: int, role: str, tran
 
 def _place(ts: dict[int, PT], order: list[int], matmuls: dict[int, MatmulInfo], looped: bool) -> dict[int, _Need]:
     needs: dict[int, _Need] = {}
-    for t, info in matmuls.items():
+    for info in matmuls.values():
         for a, b in info.pairs:
             _require(ts, needs, a, "A", False, info)
             _require(ts, needs, b, "B", False, info)
@@ -486,7 +489,7 @@ def _sinks(ts: dict[int, PT], outs: list[int]) -> tuple[dict[Key, list[Sink]], d
                 members.setdefault(key, set()).add(leaf.tensor)
     # Anything else that reads a register tile (reductions, accumulators, concat) reads it
     # from shared memory.
-    for t, p in ts.items():
+    for p in ts.values():
         if p.kind in ("reg", "smem") and p.op in ("reduce_sum", "accum_sum", "accum_sum_lastdim", "concat"):
             for a in p.args:
                 if ts[a].kind == "accsrc":
@@ -503,7 +506,11 @@ def _fusable(ts: dict[int, PT], s: Sink, eb: ExprBuilder) -> Key | None:
     ident = identity_coords(p.dims)
     regs = eb.reg_leaves()
     driver = next(
-        (ts[r.tensor] for r in regs if r.coords == ident and ts[r.tensor].dims == p.dims and ts[r.tensor].stage == p.stage),
+        (
+            ts[r.tensor]
+            for r in regs
+            if r.coords == ident and ts[r.tensor].dims == p.dims and ts[r.tensor].stage == p.stage
+        ),
         None,
     )
     if driver is None or driver.reg is None:
@@ -527,7 +534,9 @@ def _fusable(ts: dict[int, PT], s: Sink, eb: ExprBuilder) -> Key | None:
 # Steps
 
 
-def _steps(ts: dict[int, PT], outs: list[int], groups: dict[Key, list[Sink]], members: dict[Key, set[int]]) -> list[Step]:
+def _steps(
+    ts: dict[int, PT], outs: list[int], groups: dict[Key, list[Sink]], members: dict[Key, set[int]]
+) -> list[Step]:
     steps: list[Step] = []
     fused = {s for sinks in groups.values() for s in sinks}
     for t in _topo(ts):
@@ -623,21 +632,22 @@ def _level(steps: list[Step], late: bool) -> None:
         writers = {w: s for s in group for w in s.writes}
         deps = {id(s): [writers[r] for r in s.reads if r in writers and writers[r] is not s] for s in group}
         level: dict[int, int] = {}
-
-        def asap(s: Step, seen: frozenset[int] = frozenset()) -> int:
-            if id(s) in seen:
-                raise InputError("codegen: the kernel's steps depend on each other in a cycle")
-            if id(s) not in level:
-                level[id(s)] = max((asap(d, seen | {id(s)}) + 1 for d in deps[id(s)]), default=lo)
-            return level[id(s)]
-
         for s in group:
-            s.level = asap(s)
+            s.level = _asap(s, deps, level, lo, frozenset())
         if late:
             top = max(s.level for s in group)
             users = {id(s): [u for u in group if s in deps[id(u)]] for s in group}
             for s in sorted(group, key=lambda x: -x.level):
                 s.level = min((u.level - 1 for u in users[id(s)]), default=top)
+
+
+def _asap(s: Step, deps: dict[int, list[Step]], level: dict[int, int], lo: int, seen: frozenset[int]) -> int:
+    """The earliest level of `s`: one past the latest step whose shared memory it reads."""
+    if id(s) in seen:
+        raise InputError("codegen: the kernel's steps depend on each other in a cycle")
+    if id(s) not in level:
+        level[id(s)] = max((_asap(d, deps, level, lo, seen | {id(s)}) + 1 for d in deps[id(s)]), default=lo)
+    return level[id(s)]
 
 
 def _phase_index(plan: KernelPlan) -> dict[tuple[str, int], int]:
@@ -669,7 +679,7 @@ def _live_ranges(plan: KernelPlan) -> dict[int, tuple[int, int]]:
         if s.kind == "load" and s.stage == "loop":
             touch(s.target, 0)
             touch(s.target, loop_end)
-    for t, r in ranges.items():
+    for r in ranges.values():
         # Written before the loop and read inside it: live through the whole loop.
         if loop and r[0] < min(loop) <= r[1]:
             r[1] = max(r[1], loop_end)

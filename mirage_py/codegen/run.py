@@ -25,12 +25,12 @@ from ..ir.dtypes import round_to
 from ..ir.errors import InputError
 from ..ir.execute import FloatInterpreter
 from ..ir.graph import KernelGraph
-from .emulate import EmulatedProgram, EmulationResult, KernelLaunch, build
 
 # Scaled-error tolerances (max |y - ref| / max |ref|) of an emitted program's outputs against
 # the float64 reference, per output dtype: the verifier's numerics tolerances (which allow
 # for K = 4096 reductions and softmax in 16-bit types).
 from ..verify.numerics import TOLERANCES
+from .emulate import EmulatedProgram, EmulationResult, KernelLaunch, build
 
 
 def read_launch(out: Path) -> dict[str, Any]:
@@ -97,19 +97,13 @@ class EmulatedPrograms:
         runtime = paths[0] / "runtime"
         return cls(paths, build([_combined_source(paths)], names, runtime_dir=runtime))
 
-    def run(
-        self, out: Path | str, inputs: Mapping[str, np.ndarray], raw: bool = False
-    ) -> tuple[dict[str, np.ndarray], EmulationResult]:
+    def launch(self, out: Path | str, inputs: Mapping[str, np.ndarray]) -> EmulationResult:
         """Run program `out` on inputs (by graph input name: float arrays, or for bfloat16
-        uint16 bit patterns); outputs by name as float32, or with `raw` as the kernels hold
-        them (float16, uint16 bfloat16 bits, float32). Raises EmulationError when the run
-        reports races or errors."""
+        uint16 bit patterns) and return the raw result, races and errors included."""
         spec = read_launch(Path(out))
-        dtypes = {b["name"]: b["dtype"] for b in spec["buffers"]}
         bufs: dict[str, np.ndarray] = {}
         for b in spec["buffers"]:
-            shape = tuple(b["shape"])
-            bufs[b["name"]] = to_device_array(np.zeros(shape, np.float32), b["dtype"])
+            bufs[b["name"]] = to_device_array(np.zeros(tuple(b["shape"]), np.float32), b["dtype"])
         for io in spec["inputs"]:
             if io["name"] not in inputs:
                 raise InputError(f"missing input {io['name']!r}")
@@ -118,14 +112,26 @@ class EmulatedPrograms:
                 raise InputError(f"input {io['name']!r} has shape {list(x.shape)}, expected {io['shape']}")
             bufs[io["buffer"]] = to_device_array(x, io["dtype"])
         launches = [
-            KernelLaunch(k["name"], tuple(k["grid"]), tuple(k["block"]), k["shared_bytes"], tuple("@" + a for a in k["args"]))  # type: ignore[arg-type]
+            KernelLaunch(
+                k["name"], tuple(k["grid"]), tuple(k["block"]), k["shared_bytes"], tuple("@" + a for a in k["args"])
+            )
             for k in spec["kernels"]
         ]
-        res = self.program.run(launches, bufs).check()
-        outs = {
-            io["name"]: res.buffers[io["buffer"]].copy() if raw else from_device_array(res.buffers[io["buffer"]], dtypes[io["buffer"]])
-            for io in spec["outputs"]
-        }
+        return self.program.run(launches, bufs)
+
+    def run(
+        self, out: Path | str, inputs: Mapping[str, np.ndarray], raw: bool = False
+    ) -> tuple[dict[str, np.ndarray], EmulationResult]:
+        """`launch`, checked (EmulationError on races or errors), with the outputs by name as
+        float32, or with `raw` as the kernels hold them (float16, uint16 bfloat16 bits,
+        float32)."""
+        spec = read_launch(Path(out))
+        dtypes = {b["name"]: b["dtype"] for b in spec["buffers"]}
+        res = self.launch(out, inputs).check()
+        outs = {}
+        for io in spec["outputs"]:
+            y = res.buffers[io["buffer"]]
+            outs[io["name"]] = y.copy() if raw else from_device_array(y, dtypes[io["buffer"]])
         return outs, res
 
 
