@@ -42,7 +42,9 @@ from mirage_py.ir import KernelGraph, load  # noqa: E402
 from mirage_py.ir.dtypes import round_to  # noqa: E402
 
 T0 = time.monotonic()
-SOFT_LIMIT_S = 420.0  # stop optional work (torch.compile) past this, to finish in < 8 min
+SOFT_LIMIT_S = 360.0  # start no optional work (specs, torch.compile) past this
+HARD_LIMIT_S = 450.0  # gpu_check.sh kills the run at 470 s; the whole check must end in < 8 min
+SANITIZER_LIMIT_S = 120.0  # per compute-sanitizer run
 
 
 def log(msg: str) -> None:
@@ -186,30 +188,41 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
 class BenchTimes:
     eager_us: float | None = None
     compile_us: float | None = None
+    eager_out: list[np.ndarray] = field(default_factory=list, repr=False)
     notes: list[str] = field(default_factory=list)
 
 
-def measure_torch(spec: KernelGraph, host: dict[str, np.ndarray], reps: int, compile_: bool) -> tuple[BenchTimes, Any]:
+def _torch_args(spec: KernelGraph, host: dict[str, np.ndarray]) -> tuple[list[Any], Any]:
     import cupy
     import torch
 
-    fn = torch_function(spec)
     args = [torch.from_numpy(host[n].astype(np.float16)).cuda() for n in spec.input_names]
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-    res = BenchTimes()
+    # Time on torch's current stream (CuPy events recorded on the same stream).
+    return args, cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+
+def measure_eager(spec: KernelGraph, host: dict[str, np.ndarray], reps: int) -> BenchTimes:
+    import torch
+
+    fn = torch_function(spec)
+    args, stream = _torch_args(spec, host)
     with torch.no_grad():
-        eager_out = fn(*args)
-        res.eager_us = G.time_callable(lambda: fn(*args), reps=reps, stream=stream).median_us
-        if compile_ and time.monotonic() - T0 < SOFT_LIMIT_S:
-            try:
-                cfn = torch.compile(fn)
-                cfn(*args)
-                res.compile_us = G.time_callable(lambda: cfn(*args), reps=reps, stream=stream).median_us
-            except Exception as exc:  # report, do not stop the whole check
-                res.notes.append(f"torch.compile failed: {type(exc).__name__}: {str(exc)[:120]}")
-        elif compile_:
-            res.notes.append("torch.compile skipped: time budget")
-    return res, [o.float().cpu().numpy() for o in eager_out]
+        out = fn(*args)
+        t = G.time_callable(lambda: fn(*args), reps=reps, stream=stream)
+    return BenchTimes(eager_us=t.median_us, eager_out=[o.float().cpu().numpy() for o in out])
+
+
+def measure_compiled(spec: KernelGraph, host: dict[str, np.ndarray], reps: int, times: BenchTimes) -> None:
+    import torch
+
+    args, stream = _torch_args(spec, host)
+    try:
+        cfn = torch.compile(torch_function(spec))
+        with torch.no_grad():
+            cfn(*args)
+            times.compile_us = G.time_callable(lambda: cfn(*args), reps=reps, stream=stream).median_us
+    except Exception as exc:  # report, do not stop the whole check
+        times.notes.append(f"torch.compile failed: {type(exc).__name__}: {str(exc)[:160]}")
 
 
 def device_inputs(prog: G.GpuProgram, host: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -241,7 +254,8 @@ def measure_ours(case: Case, host: dict[str, np.ndarray], torch_out: Any, reps: 
     names = case.graph.output_names
     ys = [G.to_host_float(got[n], dtypes[n]) for n in names]
     case.error_ref = max(scaled_error(y, r) for y, r in zip(ys, ref))
-    case.error_torch = max(scaled_error(y, t.astype(np.float64)) for y, t in zip(ys, torch_out))
+    if torch_out:
+        case.error_torch = max(scaled_error(y, t.astype(np.float64)) for y, t in zip(ys, torch_out))
     tol = max(TOLERANCES[dtypes[n]] for n in names)
     case.ok = case.error_ref <= tol
     case.measured_us = G.time_program(prog, dev, reps=reps).median_us
@@ -251,7 +265,8 @@ def measure_ours(case: Case, host: dict[str, np.ndarray], torch_out: Any, reps: 
 # compute-sanitizer
 
 
-_SUMMARY = re.compile(r"ERROR SUMMARY: (\d+) error")
+# memcheck ends with "ERROR SUMMARY: N errors", racecheck with "RACECHECK SUMMARY: N hazards".
+_SUMMARY = re.compile(r"(?:ERROR|RACECHECK) SUMMARY: (\d+)")
 
 
 def sanitize(tool: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -260,7 +275,11 @@ def sanitize(tool: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"tool": tool, "ran": False, "note": "compute-sanitizer not found"}
     cmd = [exe, "--tool", tool, "--error-exitcode", "9", sys.executable, __file__, "--sanitize-run", "--size", "small"]
     t = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    limit = max(30.0, min(SANITIZER_LIMIT_S, HARD_LIMIT_S - (t - T0)))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"tool": tool, "ran": False, "note": f"timed out after {limit:.0f} s"}
     m = _SUMMARY.search(proc.stdout + proc.stderr)
     return {
         "tool": tool,
@@ -318,6 +337,58 @@ def render(rows: list[Case], times: dict[str, BenchTimes], gpu_name: str, measur
     return title + "\n\n" + "\n".join(lines)
 
 
+def prepare(case: Case, key: str, tmp: Path, target: str) -> None:
+    """Model and emit one program."""
+    case.modeled_us = modeled_us(case.graph, key)
+    case.kernels = len(case.graph.nodes)
+    try:
+        case.out = emit(case.graph, tmp / f"{case.bench}_{case.label}", target)
+        case.kernels = len(G.read_launch(case.out).kernels)  # launches as emitted
+        log(f"{case.bench}/{case.label}: emitted {case.kernels} kernel(s), modelled {case.modeled_us:.2f} us")
+    except Exception as exc:
+        case.note, case.ok = f"emit failed: {type(exc).__name__}: {exc}", False
+        log(f"{case.bench}/{case.label}: {case.note}")
+
+
+def run_cases(
+    todo: list[tuple[Benchmark, Case]], times: dict[str, BenchTimes], args: argparse.Namespace, budget: bool
+) -> None:
+    """Build, check and time each emitted case (and PyTorch eager once per benchmark)."""
+    for b, case in todo:
+        if case.out is None:
+            continue
+        if budget and time.monotonic() - T0 > SOFT_LIMIT_S:
+            case.note = "not measured: time budget"
+            continue
+        spec = b.spec(args.size, args.batch)
+        host = b.inputs(spec, seed=0)
+        if b.name not in times:
+            try:
+                times[b.name] = measure_eager(spec, host, args.reps)
+            except Exception as exc:  # no PyTorch baseline: ours is still checked and timed
+                times[b.name] = BenchTimes(notes=[f"PyTorch eager failed: {type(exc).__name__}: {str(exc)[:160]}"])
+        try:
+            measure_ours(case, host, times[b.name].eager_out, args.reps)
+        except Exception as exc:
+            case.note, case.ok = f"{type(exc).__name__}: {str(exc)[:300]}", False
+        log(f"{case.bench}/{case.label}: {case.measured_us} us, err {case.error_ref}, ok {case.ok} {case.note}")
+
+
+def compile_all(todo: list[tuple[Benchmark, Case]], times: dict[str, BenchTimes], args: argparse.Namespace) -> None:
+    """torch.compile of each benchmark's spec, while the time budget lasts."""
+    for b in {b.name: b for b, _ in todo}.values():
+        if b.name not in times:
+            continue
+        if time.monotonic() - T0 > SOFT_LIMIT_S:
+            times[b.name].notes.append("torch.compile skipped: time budget")
+            continue
+        spec = b.spec(args.size, args.batch)
+        measure_compiled(spec, b.inputs(spec, seed=0), args.reps, times[b.name])
+
+
+ROW_KEYS = ("bench", "label", "kernels", "modeled_us", "measured_us", "error_ref", "error_torch", "ok", "note")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="paper", choices=["paper", "small"])
@@ -346,47 +417,26 @@ def main() -> int:
     log(f"{'GPU ' + gpu_name if measured else 'dry run'}; cost model: {GPUS[key].name}; size {args.size}")
 
     tmp = Path(tempfile.mkdtemp(prefix="mp-gpu-check-"))
-    rows: list[Case] = []
+    todo = cases(args.size, args.batch, args.winners)
+    rows = [c for _, c in todo]
     times: dict[str, BenchTimes] = {}
-    torch_out: dict[str, Any] = {}
-    failures = 0
+    report: dict[str, Any] = {"gpu": gpu_name if measured else None, "size": args.size, "measured": measured}
     try:
-        for b, case in cases(args.size, args.batch, args.winners):
-            case.modeled_us = modeled_us(case.graph, key)
-            case.kernels = len(case.graph.nodes)
-            rows.append(case)
-            try:
-                case.out = emit(case.graph, tmp / f"{case.bench}_{case.label}", args.target)
-                case.kernels = len(G.read_launch(case.out).kernels)  # launches as emitted
-            except Exception as exc:
-                case.note, case.ok = f"emit failed: {type(exc).__name__}: {exc}", False
-                failures += 1
-                log(f"{case.bench}/{case.label}: {case.note}")
-                continue
-            if not measured:
-                log(f"{case.bench}/{case.label}: emitted, modelled {case.modeled_us:.2f} us")
-                continue
-            host = b.inputs(b.spec(args.size, args.batch), seed=0)  # type: ignore[arg-type]
-            if case.bench not in times:
-                times[case.bench], torch_out[case.bench] = measure_torch(
-                    b.spec(args.size, args.batch),
-                    host,
-                    args.reps,
-                    not args.no_compile,  # type: ignore[arg-type]
-                )
-            try:
-                measure_ours(case, host, torch_out[case.bench], args.reps)
-            except Exception as exc:
-                case.note, case.ok = f"{type(exc).__name__}: {str(exc)[:300]}", False
-            failures += case.ok is False
-            log(f"{case.bench}/{case.label}: {case.measured_us} us, err {case.error_ref}, ok {case.ok} {case.note}")
+        for _, case in todo:
+            prepare(case, key, tmp, args.target)
+        if measured:
+            # The essentials first (experts vs eager), then the sanitizers, then what only
+            # adds to the picture (specs op by op for tau, torch.compile), within the budget.
+            run_cases([t for t in todo if t[1].label != "spec"], times, args, budget=False)
+            if not args.no_sanitizer:
+                report["sanitizer"] = [sanitize(t, args) for t in ("memcheck", "racecheck")]
+            run_cases([t for t in todo if t[1].label == "spec"], times, args, budget=True)
+            if not args.no_compile:
+                compile_all(todo, times, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    report: dict[str, Any] = {"gpu": gpu_name if measured else None, "size": args.size, "measured": measured}
-    if measured and not args.no_sanitizer:
-        report["sanitizer"] = [sanitize(t, args) for t in ("memcheck", "racecheck")]
-        failures += sum(1 for s in report["sanitizer"] if s.get("ran") and s.get("exit") != 0)
+    failures = sum(1 for c in rows if c.ok is False)
+    failures += sum(1 for s in report.get("sanitizer", []) if s.get("ran") and s.get("exit") != 0)
     pairs = [(c.modeled_us, c.measured_us) for c in rows if c.measured_us is not None]
     tau = kendall_tau([p[0] for p in pairs], [p[1] for p in pairs]) if len(pairs) > 1 else math.nan
     print(render(rows, times, gpu_name, measured))
@@ -409,20 +459,7 @@ def main() -> int:
         solvers_imported=solvers,
         seconds=round(time.monotonic() - T0, 1),
         rows=[
-            {
-                k: getattr(c, k)
-                for k in (
-                    "bench",
-                    "label",
-                    "kernels",
-                    "modeled_us",
-                    "measured_us",
-                    "error_ref",
-                    "error_torch",
-                    "ok",
-                    "note",
-                )
-            }  # fmt: skip
+            {k: getattr(c, k) for k in ROW_KEYS}
             | {
                 "eager_us": times.get(c.bench, BenchTimes()).eager_us,
                 "compile_us": times.get(c.bench, BenchTimes()).compile_us,
