@@ -503,3 +503,14 @@ def test_example_matches_onnxruntime_and_the_benchmark(name: str) -> None:
             n.attrs["eps"] = eps
     verdict = equivalent(spec, r.graph)
     assert verdict.equivalent, verdict.detail
+
+
+def test_huge_constant_folds_are_refused_before_evaluating() -> None:
+    """A few bytes of model may ask the load-time folding for gigabytes: refused up front."""
+    big = [scalar("s", 0.0), scalar("l", 1e9), scalar("d", 1.0), node("Range", ["s", "l", "d"], ["r"])]
+    m = model([*big, node("Add", ["X", "r"], ["Y"])], {"X": [1]}, ["Y"])
+    with pytest.raises(InputError, match="Range node 'range_r': folding it at load time would make"):
+        import_model(m)
+    cos = [ints("shape", [1 << 20, 1 << 20]), node("ConstantOfShape", ["shape"], ["z"]), node("Mul", ["X", "z"], ["Y"])]
+    with pytest.raises(InputError, match="ConstantOfShape node 'constantofshape_z'"):
+        import_model(model(cos, {"X": [1]}, ["Y"]))

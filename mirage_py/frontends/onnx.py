@@ -296,13 +296,13 @@ class _Converter:
                 raise InputError(f"no value named {name!r} in the model (its outputs: {known})")
         cut_info = self._cut_types(cuts) if cuts else {}
         order = self._needed(wanted, producer, set(inputs) | set(inits) | set(cuts))
+        self._inits = inits
         shapes: dict[str, Shape] = {}
         for vi in graph.input:
             if vi.name in inputs and vi.name in self._used and vi.name not in cuts:
                 shapes[vi.name] = self._runtime_input(vi)
         for name in cuts:
             shapes[name] = self._runtime_input(cut_info[name])
-        self._inits = inits
         for k in order:
             self._run(graph.node[k])
         for name in wanted:
@@ -377,6 +377,8 @@ class _Converter:
         if name in self.shape_overrides:
             shape, override = self.shape_overrides[name]
             shape = tuple(shape)
+            if any(not isinstance(n, int) or isinstance(n, bool) for n in shape):
+                raise InputError(f"input {name!r}: the shape given, {list(shape)}, is not a list of integers")
             if override is not None and override != dtype:
                 raise InputError(f"input {name!r} is {dtype} in the model, not {override}")
         else:
@@ -516,6 +518,8 @@ class _Converter:
                 if delta == 0 or not all(map(math.isfinite, (start, limit, delta))):
                     raise InputError(f"{label}: bad range ({start}, {limit}, {delta})")
                 size = max(size, int(abs(limit - start) / abs(delta)))
+            elif op == "Gather" and len(present) == 2:
+                size = present[0].size * present[1].size  # a bound: every index picks a slice
             elif op in ("MatMul", "Gemm") and len(shapes) >= 2 and all(len(sh) >= 2 for sh in shapes[:2]):
                 size = max(size, math.prod(shapes[0][:-1]) * shapes[1][-1])
             elif len(shapes) >= 2:
