@@ -514,3 +514,45 @@ def test_huge_constant_folds_are_refused_before_evaluating() -> None:
     cos = [ints("shape", [1 << 20, 1 << 20]), node("ConstantOfShape", ["shape"], ["z"]), node("Mul", ["X", "z"], ["Y"])]
     with pytest.raises(InputError, match="ConstantOfShape node 'constantofshape_z'"):
         import_model(model(cos, {"X": [1]}, ["Y"]))
+
+
+def test_models_as_the_torch_exporter_writes_them() -> None:
+    """torch.onnx.export's graphs (Cast, Pow, ReduceMean, Sqrt/Reciprocal for rsqrt,
+    Transpose, Softmax, MatMul with transposed weights) load and compute what torch does."""
+    torch = pytest.importorskip("torch")
+    import io
+    import warnings
+
+    class RMSLinear(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.rand(64) + 0.5)
+            self.lin = torch.nn.Linear(64, 32, bias=False)
+
+        def forward(self, x: Any) -> Any:
+            v = x.float().pow(2).mean(-1, keepdim=True)
+            return self.lin(self.w * (x * torch.rsqrt(v + 1e-6)))
+
+    class Attention(torch.nn.Module):  # type: ignore[name-defined]
+        def forward(self, q: Any, k: Any, v: Any) -> Any:
+            return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+
+    torch.manual_seed(0)
+    cases: list[tuple[Any, tuple[Any, ...]]] = [
+        (RMSLinear(), (torch.randn(2, 4, 64),)),
+        (Attention(), (torch.randn(2, 8, 16), torch.randn(2, 32, 16), torch.randn(2, 32, 16))),
+    ]
+    for mod, args in cases:
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(mod, args, buf, dynamo=False, opset_version=18)
+        m = onnx.load_from_string(buf.getvalue())
+        imp = import_model(m)
+        kg = imp.result.graph
+        vals = dict(imp.result.weights)
+        for vi, a in zip(m.graph.input, args):
+            vals[vi.name] = a.numpy().reshape(kg.types[kg.inputs[kg.input_names.index(vi.name)]].dims)
+        want = mod(*args).detach().numpy()
+        got = run_float(kg, vals)[0]
+        np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-5)
