@@ -2,7 +2,7 @@
 
 The only module that joins the search with what comes after it. OUT is written into a
 temporary folder beside it and renamed at the end, so a failure leaves nothing in OUT.
-Code generation (kernels/*.cu, launch.json, module.py) joins here when it lands.
+OUT also holds the emitted program: kernels/*.cu, runtime/*.cuh, launch.json and module.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import numpy as np
 
 from . import __version__
 from .codegen.cost import describe, modeled_us
+from .codegen.emit import emit_program
+from .codegen.module_template import write_module
 from .ir.canonical import graph_hash
 from .ir.graph import KernelGraph
 from .ir.serialize import dumps
@@ -113,7 +115,7 @@ def optimize(
         verdict = equivalent(spec, winner, seed=opts.seed + 1000)
         num = numerics(spec, winner, feed)
     report = _report(spec, winner, found, verdict, num, result, baseline_us, opts, time.monotonic() - t0)
-    _write_out(out, spec, winner, report, result)
+    _write_out(out, spec, winner, report, result, opts.config.target)
     return report
 
 
@@ -196,7 +198,9 @@ def _report_md(spec: KernelGraph, winner: KernelGraph, report: dict[str, Any]) -
     return "\n".join(lines)
 
 
-def _write_out(out: Path, spec: KernelGraph, winner: KernelGraph, report: dict[str, Any], result: SearchResult) -> None:
+def _write_out(
+    out: Path, spec: KernelGraph, winner: KernelGraph, report: dict[str, Any], result: SearchResult, target: str
+) -> None:
     out = Path(out)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +210,9 @@ def _write_out(out: Path, spec: KernelGraph, winner: KernelGraph, report: dict[s
         (tmp / "mugraph.json").write_text(dumps(winner) + "\n")
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.md").write_text(_report_md(spec, winner, report))
+        # The runnable program: kernels/*.cu, runtime/*.cuh, launch.json, and module.py.
+        emit_program(winner, tmp, target=target)
+        write_module(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
             os.replace(out, old / out.name)

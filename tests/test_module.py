@@ -202,3 +202,23 @@ def test_cpu_module_takes_and_returns_torch_tensors(rmsnorm_out):
     buf = torch.empty(y_np.shape, dtype=torch.float16)
     assert f(X=torch.from_numpy(host["X"].copy()), out={"Y": buf})["Y"] is buf
     assert np.array_equal(buf.numpy(), y_np)
+
+
+@pytest.mark.slow  # a search, verification and an emulation build: about 8 s
+def test_optimize_writes_a_runnable_module(tmp_path):
+    from mirage_py.benchmarks import get_benchmark
+    from mirage_py.ir import run_float
+    from mirage_py.pipeline import OptimizeOptions, optimize
+    from mirage_py.search.config import get_config
+    from mirage_py.search.enumerate import Budget
+
+    b = get_benchmark("ntrans")
+    spec = b.spec("small")
+    out = tmp_path / "OUT"
+    optimize(spec, out, OptimizeOptions(get_config("default"), Budget(max_states=20)))
+    assert (out / "module.py").is_file() and (out / "launch.json").is_file()
+    f = load_program(out, "cpu")
+    host = {n: a.astype(np.float16) for n, a in b.inputs(spec, seed=1).items()}
+    y = f(**host)["Y"]
+    ref = run_float(spec, {n: a.astype(np.float64) for n, a in host.items()})[0]
+    assert np.max(np.abs(y - ref)) / np.max(np.abs(ref)) < 1e-2
