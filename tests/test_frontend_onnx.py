@@ -4,6 +4,7 @@ and equivalence with the benchmarks' small specs)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import shutil
 from fractions import Fraction
@@ -556,3 +557,15 @@ def test_models_as_the_torch_exporter_writes_them() -> None:
         want = mod(*args).detach().numpy()
         got = run_float(kg, vals)[0]
         np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_policy_turns_frontend_errors_into_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's exit-code policy (run_guarded) on the frontend's errors: 2, one line."""
+    from mirage_py.cli import EXIT_USAGE, run_guarded
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes((EXAMPLES / "lora.onnx").read_bytes()[:50])
+    for path in (bad, tmp_path / "absent.onnx"):
+        assert run_guarded(functools.partial(load_input, str(path))) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err
