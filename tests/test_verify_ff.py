@@ -18,6 +18,7 @@ from mirage_py.verify.ffexec import (
     FieldOps,
     OutsideFragment,
     Res,
+    _bmm,
     _exp_index,
     _matmul,
     _mul_reduce,
@@ -330,3 +331,32 @@ def test_pool_hands_out_only_unreferenced_buffers():
     del view, b
     d = pool.empty((1 << 18, 4))
     assert d is not None and len(pool._bufs) == 3  # a free buffer reused, none allocated
+
+
+def _laid_out(rng: np.random.Generator, shape: tuple[int, ...], order: list[int]) -> np.ndarray:
+    """Small integers of `shape`, stored with its axes in memory order `order` (a view)."""
+    base = rng.integers(0, 1 << 10, [shape[i] for i in order]).astype(np.float64)
+    return base.transpose(np.argsort(order))
+
+
+def test_bmm_folds_batch_axes_and_the_loop_axis():
+    """Batched products with broadcast axes merged into rows/columns, and a summed axis
+    merged into K, in any memory layout: equal to np.matmul (and its sum) or declined."""
+    rng = np.random.default_rng(12)
+    sa, sb = (2, 1, 3, 4, 5, 6), (2, 7, 1, 4, 6, 8)  # axis 1 only in b, 2 only in a, 3 summed
+    folded = 0
+    for _ in range(40):
+        a = _laid_out(rng, sa, list(rng.permutation(6)) if rng.random() < 0.5 else list(range(6)))
+        b = _laid_out(rng, sb, list(rng.permutation(6)) if rng.random() < 0.5 else list(range(6)))
+        got = _bmm(a, b)
+        assert got is not None and np.array_equal(got, np.matmul(a, b))
+        summed = _bmm(a, b, summed=3)
+        if summed is not None:
+            folded += 1
+            assert np.array_equal(summed, np.matmul(a, b).sum(axis=3, keepdims=True))
+    assert folded >= 1
+    # The for-loop axis joins K when it lies right outside K in a's memory (…, m, it, k), as
+    # in a tiled kernel's scores, and right outside K's rows in b's (…, it, k, n).
+    a, b = _laid_out(rng, sa, [0, 1, 2, 4, 3, 5]), _laid_out(rng, sb, list(range(6)))
+    summed = _bmm(a, b, summed=3)
+    assert summed is not None and np.array_equal(summed, np.matmul(a, b).sum(axis=3, keepdims=True))

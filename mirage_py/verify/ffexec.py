@@ -30,6 +30,7 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..ir.execute import merge_tiles, split_tiles, walk
 from ..ir.graph import BlockGraph, Graph, KernelGraph, Node
@@ -115,13 +116,16 @@ BLOCK = 1 << 14
 
 
 def _blockwise(a: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], object]) -> np.ndarray:
-    """A float64 array like `a`, each block of it written by fn(block of a, block of out)."""
-    src = np.ascontiguousarray(a)
+    """A float64 array like `a`, each block of it written by fn(block of a, block of out).
+    Blocks follow a's memory order, so a permuted view (a folded matmul's result) is not
+    copied first; the result has a's layout."""
+    perm = sorted(range(a.ndim), key=lambda i: -a.strides[i])
+    src = np.ascontiguousarray(a.transpose(perm))
     out = _empty(src.shape)
     flat, dst = src.reshape(-1), out.reshape(-1)
     for s in range(0, flat.size, BLOCK):
         fn(flat[s : s + BLOCK], dst[s : s + BLOCK])
-    return out
+    return out.transpose(np.argsort(perm))
 
 
 def _center_into(x: np.ndarray, m: int, out: np.ndarray) -> np.ndarray:
@@ -244,14 +248,82 @@ def _mul_reduce(x: Res, y: Res, m: int) -> tuple[Res, bool]:
     return Res(out, _center_bound(x.b * y.b, m), False), True
 
 
+def _fold(a: np.ndarray, axes: list[int], inner: int) -> tuple[list[int], int, int] | None:
+    """Axes `axes` of `a` and its axis `inner` read as one strided axis: (the axes, outermost
+    first; the merged size; its stride), or None when that needs a copy (or axes is empty)."""
+    if not axes:
+        return None
+    order = sorted(axes, key=lambda i: -a.strides[i])
+    dims = [(a.shape[i], a.strides[i]) for i in order + [inner] if a.shape[i] > 1]
+    if not dims:
+        return order, 1, a.strides[inner]
+    size, stride = dims[-1]
+    for n, st in reversed(dims[:-1]):
+        if st != size * stride:
+            return None
+        size *= n
+    return order, size, stride
+
+
+def _bmm(a: np.ndarray, b: np.ndarray, summed: int | None = None) -> np.ndarray | None:
+    """np.matmul(a, b) over broadcast batch axes, optionally also summed over batch axis
+    `summed` (kept with size 1), as few large BLAS products: the summed axis joins K, axes
+    along which only `a` varies join its rows, axes along which only `b` varies join its
+    columns, wherever the layout allows it without a copy. A tiled kernel's for-loop of
+    small products and its accumulator are then the one GEMM of the untiled graph. The
+    result may be a permuted view; None when `summed` cannot join K."""
+    r = max(a.ndim, b.ndim)
+    a, b = a.reshape((1,) * (r - a.ndim) + a.shape), b.reshape((1,) * (r - b.ndim) + b.shape)
+    nb, (m, k), n = r - 2, a.shape[-2:], b.shape[-1]
+    ka, sak, sbk = k, a.strides[-1], b.strides[-2]
+    if summed is not None:
+        ca, cb = _fold(a, [summed], r - 1), _fold(b, [summed], r - 2)
+        if ca is None or cb is None or a.shape[summed] != b.shape[summed]:
+            return None
+        (_, ka, sak), (_, _, sbk) = ca, cb
+    batch = [i for i in range(nb) if i != summed]
+    fa = _fold(a, [i for i in batch if a.shape[i] > 1 and b.shape[i] == 1], r - 2)
+    fb = _fold(b, [i for i in batch if b.shape[i] > 1 and a.shape[i] == 1], r - 1)
+    ra, rb = (fa[0] if fa else []), (fb[0] if fb else [])
+    keep = [i for i in batch if i not in ra and i not in rb]
+    lead = tuple(max(a.shape[i], b.shape[i]) for i in keep)
+    (mf, sm), (nf, sn) = (fa[1:] if fa else (m, a.strides[-2])), (fb[1:] if fb else (n, b.strides[-1]))
+    a2 = as_strided(a, [a.shape[i] for i in keep] + [mf, ka], [a.strides[i] for i in keep] + [sm, sak], writeable=False)
+    b2 = as_strided(b, [b.shape[i] for i in keep] + [ka, nf], [b.strides[i] for i in keep] + [sbk, sn], writeable=False)
+    out = _empty(lead + (mf, nf))
+    np.matmul(a2, b2, out=out)
+    # Unfold (keep..., ra..., m, rb..., n) and put every axis back in its place.
+    full = out.reshape(lead + tuple(a.shape[i] for i in ra) + (m,) + tuple(b.shape[i] for i in rb) + (n,))
+    pos = {ax: j for j, ax in enumerate(keep + ra)}
+    mpos = len(pos)
+    pos.update({ax: mpos + 1 + j for j, ax in enumerate(rb)})
+    y = full.transpose([pos[i] for i in batch] + [mpos, mpos + 1 + len(rb)])
+    return y if summed is None else np.expand_dims(y, summed)
+
+
+def _matmul_sum(x: Res, y: Res, m: int) -> tuple[Res, bool] | None:
+    """The sum over the for-loop axis of the block matmuls x @ y, as one contraction over
+    (iteration, K) (exact: integer sums in any order); None when the layout or the bound
+    does not allow it."""
+    terms = x.a.shape[-1] * x.a.shape[ITER_AXIS]
+    red = False
+    if terms * x.b * y.b >= LIMIT:
+        x, y, red = _shrink(x, m), _shrink(y, m), True
+    if terms * x.b * y.b >= LIMIT:
+        return None
+    out = _bmm(x.a, y.a, summed=ITER_AXIS)
+    return None if out is None else (Res(out, terms * x.b * y.b, x.nn and y.nn), red)
+
+
 def _matmul(x: Res, y: Res, m: int) -> tuple[Res, bool]:
     k = x.a.shape[-1]
     red = False
     if k * x.b * y.b >= LIMIT:
         x, y, red = _shrink(x, m), _shrink(y, m), True
     if k * x.b * y.b < LIMIT:
-        shape = np.broadcast_shapes(x.a.shape[:-2], y.a.shape[:-2]) + (x.a.shape[-2], y.a.shape[-1])
-        return Res(np.matmul(x.a, y.a, out=_POOL.empty(shape)), k * x.b * y.b, x.nn and y.nn), red
+        out = _bmm(x.a, y.a)
+        assert out is not None
+        return Res(out, k * x.b * y.b, x.nn and y.nn), red
     # K·bound² ≥ 2^53: split K into chunks that stay exact (BLAS takes the strided slices
     # as they are), shrink each partial product, then add them up. It costs no flops, only
     # a pass over the (small) outputs per chunk.
@@ -321,6 +393,10 @@ class Lazy:
     def __init__(self, fn: Callable[[], Res] | None = None, value: Res | None = None) -> None:
         self._fn, self._value = fn, value
 
+    @property
+    def done(self) -> bool:
+        return self._value is not None
+
     def get(self) -> Res:
         if self._value is None:
             assert self._fn is not None
@@ -334,9 +410,11 @@ class FFTensor:
     for a quotient a·s (s an inverse, broadcast against a) whose residues are multiplied
     out only when asked for: a matmul that sums along an axis on which s is constant takes
     s out of the sum instead (softmax's 1/rowsum then scales the small output, not the
-    scores)."""
+    scores). `product`: (x, y) for a matmul x @ y, whose residues are computed when asked
+    for: an accumulator over the for-loop sums the products of all iterations in one
+    contraction instead."""
 
-    __slots__ = ("_p", "q", "lift", "factors")
+    __slots__ = ("_p", "q", "lift", "factors", "product")
 
     def __init__(
         self,
@@ -344,9 +422,10 @@ class FFTensor:
         q: Lazy | None = None,
         lift: bool = False,
         factors: tuple[FFTensor, FFTensor] | None = None,
+        product: tuple[FFTensor, FFTensor] | None = None,
     ) -> None:
         self._p = p if isinstance(p, Lazy) else Lazy(value=p)
-        self.q, self.lift, self.factors = q, lift, factors
+        self.q, self.lift, self.factors, self.product = q, lift, factors, product
 
     @property
     def p(self) -> Res:
@@ -366,6 +445,10 @@ class FFTensor:
     def shape(self) -> tuple[int, ...]:
         if self.factors is not None:
             return tuple(np.broadcast_shapes(*(f.shape for f in self.factors)))
+        if self.product is not None and not self._p.done:
+            (x, y), n = self.product, max(len(f.shape) for f in self.product)
+            xs, ys = ((1,) * (n - len(f.shape)) + f.shape for f in (x, y))
+            return tuple(np.broadcast_shapes(xs[:-2], ys[:-2])) + (xs[-2], ys[-1])
         return tuple(np.shape(self.p.a))
 
 
@@ -452,10 +535,21 @@ class FieldOps:
         if b.factors is not None and b.factors[1].shape[-2] == 1 and out < math.prod(b.shape):
             b, s = b.factors
             scales.append(s)
-        y = self._combine(_matmul, (a, b))
+        y = self._product(a, b)
         for s in scales:
             y = self._combine(_mul_reduce, (y, s))
         return y
+
+    def _product(self, a: FFTensor, b: FFTensor) -> FFTensor:
+        """a @ b, computed when first asked for (see `accum`). Whether it reduces, and so
+        whether it keeps the lift, follows from the bounds alone."""
+        xp, yp, p, q = a.p, b.p, self.p, self.q
+        rp = Lazy(lambda: _matmul(xp, yp, p)[0])
+        if not (a.has_q and b.has_q):
+            return FFTensor(rp, product=(a, b))
+        if xp.a.shape[-1] * xp.b * yp.b < LIMIT and a.lift and b.lift:
+            return FFTensor(rp, lift=True, product=(a, b))
+        return FFTensor(rp, Lazy(lambda: _matmul(a.qres(), b.qres(), q)[0]), product=(a, b))
 
     def div(self, a: FFTensor, b: FFTensor) -> FFTensor:
         s = self._inverse(b)
@@ -498,7 +592,32 @@ class FieldOps:
     def accum(self, a: FFTensor, lastdim: bool) -> FFTensor:
         fn = OPS["accum_sum_lastdim" if lastdim else "accum_sum"].numpy
         assert fn is not None
-        return self.map(fn, a, terms=a.shape[ITER_AXIS] * (a.shape[-1] if lastdim else 1))
+        terms = a.shape[ITER_AXIS] * (a.shape[-1] if lastdim else 1)
+        if not lastdim and a.product is not None and not a._p.done:
+            y = self._product_sum(a, fn, terms)
+            if y is not None:
+                return y
+        return self.map(fn, a, terms=terms)
+
+    def _product_sum(self, a: FFTensor, fn: Callable[..., np.ndarray], terms: int) -> FFTensor | None:
+        """Σ over the for-loop of a = x @ y as one contraction (`_matmul_sum`), the products
+        never materialized; None where it cannot be (the caller sums them)."""
+        assert a.product is not None
+        x, y = a.product
+        rp = _matmul_sum(x.p, y.p, self.p)
+        if rp is None:
+            return None
+        if not (x.has_q and y.has_q):
+            return FFTensor(rp[0])
+        if not rp[1] and x.lift and y.lift:
+            return FFTensor(rp[0], lift=True)
+        q = self.q
+
+        def rq() -> Res:
+            r = _matmul_sum(x.qres(), y.qres(), q)
+            return r[0] if r is not None else _linear(fn, terms, [a.qres()], q)[0]
+
+        return FFTensor(rp[0], Lazy(rq))
 
     def transpose(self, a: FFTensor) -> FFTensor:
         return self.map(lambda x: np.swapaxes(x, -1, -2), a)
