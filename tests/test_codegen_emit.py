@@ -46,6 +46,7 @@ def _ops_graph(customized: bool) -> KernelGraph:
     x = g.new_input((8, 64), "float32", "x")
     y = g.new_input((8, 64), "float32", "y")
     row = g.new_input((64,), "float32", "row")
+    z = g.new_input((2, 2048), "float32", "z")  # long rows: block-wide reductions
     attrs: dict[str, dict[str, object]] = {
         "mul_scalar": {"c": Fraction(-3, 7)},
         "add_scalar": {"c": Fraction(5, 4)},
@@ -66,18 +67,20 @@ def _ops_graph(customized: bool) -> KernelGraph:
         ("xt", "transpose", ("x",), {}),
         ("cat", "concat", ("x", "y"), {"dim": 1}),
         ("rms", "rms_norm", ("y",), {"eps": Fraction(1, 100)}),
+        ("zsum", "reduce_sum", ("z",), {"dim": 1}),
+        ("zrms", "rms_norm", ("z",), {"eps": Fraction(1, 100)}),
     ]
     if not customized:
-        named = {"x": x, "y": y, "row": row}
+        named = {"x": x, "y": y, "row": row, "z": z}
         for out, op, args, a in results:
             g.mark_output(g.add_op(op, [named[n] for n in args], **a), out)
         return g
     bg = new_block_graph((1, 1, 1), 1)
-    bx, by, brow = (bg.new_input(t, (-1, -1, -1)) for t in (x, y, row))
-    named_b = {"x": bx, "y": by, "row": brow}
+    bx, by, brow, bz = (bg.new_input(t, (-1, -1, -1)) for t in (x, y, row, z))
+    named_b = {"x": bx, "y": by, "row": brow, "z": bz}
     for _, op, args, a in results:
         bg.new_output(bg.add_op(op, [named_b[n] for n in args], **a), (-1, -1, -1))
-    outs = g.customized([x, y, row], bg)
+    outs = g.customized([x, y, row, z], bg)
     for (name, *_), t in zip(results, outs):
         g.mark_output(t, name)
     return g

@@ -82,7 +82,7 @@ def _sanitize(name: str, fallback: str) -> str:
 
 def buffer_names(kg: KernelGraph) -> dict[int, str]:
     """A buffer name (a C identifier) for every kernel tensor: inputs and outputs keep their
-    names, intermediates are t<id>."""
+    names, intermediates are buf<id>."""
     names: dict[int, str] = {}
     used: set[str] = set()
 
@@ -100,7 +100,8 @@ def buffer_names(kg: KernelGraph) -> dict[int, str]:
     for tid, name in zip(kg.outputs, kg.output_names):
         claim(tid, _sanitize(name, f"out{tid}"))
     for tid in range(len(kg.types)):
-        claim(tid, f"t{tid}")
+        # Not t<id>: that is how kernels name their block tensors.
+        claim(tid, f"buf{tid}")
     return names
 
 

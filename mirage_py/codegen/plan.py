@@ -38,6 +38,8 @@ from .expr import ExprBuilder
 from .tiles import PT, Reg, Sink, Step, Tile, identity_coords, row_major_strides, tile_strides
 
 THREADS = 128
+# A sum this long over fewer outputs than warps is split over the whole block.
+BLOCK_REDUCE_MIN = 1024
 WARPS = THREADS // 32
 ALIGN = 16
 # Elementwise ops cheap enough to recompute for every consumer rather than store.
@@ -291,7 +293,10 @@ def _place(ts: dict[int, PT], order: list[int], matmuls: dict[int, MatmulInfo], 
             continue
         required = t in needs
         if p.op == "input":
-            p.kind = "staged" if required else "global"
+            # A per-iteration tile read by several steps is staged too: one cp.async copy,
+            # prefetched during the previous iteration, instead of several global reads.
+            reused = p.stage == "loop" and len(p.consumers) + len(p.outputs) > 1
+            p.kind = "staged" if required or reused else "global"
         elif p.op == "transpose":
             p.kind = "inline"
         elif p.op in ELEMENTWISE:
@@ -368,6 +373,16 @@ def _layouts(ts: dict[int, PT], order: list[int], needs: dict[int, _Need], bg: B
             p.strides = src.strides[:-2] + (src.strides[-1], src.strides[-2])
 
 
+def _scratch(ts: dict[int, PT]) -> None:
+    """A float per warp for each block-wide reduction (mp::block_sum's partial sums)."""
+    for p in list(ts.values()):
+        if p.reg is not None and p.reg.block_mode and p.scratch < 0:
+            sid = max(ts) + 1
+            ts[sid] = PT(sid, (WARPS,), "float32", "scratch", stage=p.stage, kind="smem", base=sid, strides=(1,))
+            ts[sid].tile = Tile("float32", 1, 1, WARPS, 1, WARPS, WARPS)
+            p.scratch = sid
+
+
 # ---------------------------------------------------------------------------------------
 # Register tiles
 
@@ -409,7 +424,8 @@ def _regs(ts: dict[int, PT], matmuls: dict[int, MatmulInfo]) -> None:
             x = ts[p.args[0]]
             d = p.attrs["dim"]
             m = x.dims[d] // p.attrs["size"]
-            p.reg = Reg("loop", ("red", t), warp_mode=d == x.rank - 1 and m >= 32)
+            block = m >= BLOCK_REDUCE_MIN and p.numel < WARPS
+            p.reg = Reg("loop", ("red", t), warp_mode=not block and d == x.rank - 1 and m >= 32, block_mode=block)
         elif p.op == "accum_sum":
             src = ts[p.args[0]]
             if src.kind == "accsrc":
@@ -608,6 +624,9 @@ def _reads_writes(ts: dict[int, PT], matmuls: dict[int, MatmulInfo], step: Step)
         for a, b in info.pairs:
             step.reads |= {ts[a].base, ts[b].base}
     elif step.kind in ("reduce", "acc_elem", "acc_rows", "concat"):
+        if p.scratch >= 0:
+            step.reads.add(p.scratch)
+            step.writes.add(p.scratch)
         for a in p.args:
             eb = ExprBuilder(ts)
             eb.value(a, identity_coords(ts[a].dims))
@@ -763,6 +782,7 @@ def plan_kernel(
     _layouts(ts, order, needs, bg)  # views need their base before sinks are probed
     groups, members = _sinks(ts, outs)
     _layouts(ts, order, needs, bg)  # register tensors stored to shared memory get tiles
+    _scratch(ts)
     _check_sizes(bg, ts)
     ins, outputs = _io(bg, ts, outs, params)
     best: KernelPlan | None = None

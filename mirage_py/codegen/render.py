@@ -582,14 +582,10 @@ class Renderer:
         x = self.ts[p.args[0]]
         d, size = p.attrs["dim"], p.attrs["size"]
         m = x.dims[d] // size
-        if reg.warp_mode:
-            head, first, step_ = "for (int o = mp::warp_id(); o < {n}; o += kWarps)", "mp::lane_id()", "32"
-        else:
-            head, first, step_ = "for (int o = mp::thread_rank(); o < {n}; o += kThreads)", "0", "1"
-        self.c(
-            f"// t{p.id} = reduce_sum over dim {d} ({m} terms{f' of stride {size}' if size > 1 else ''}), "
-            f"{'a warp per output' if reg.warp_mode else 'a thread per output'}"
-        )
+        mode = "warp" if reg.warp_mode else "block" if reg.block_mode else "thread"
+        head, first, step_ = _REDUCE_LOOPS[mode]
+        stride = f" of stride {size}" if size > 1 else ""
+        self.c(f"// t{p.id} = reduce_sum over dim {d} ({m} terms{stride}), {_REDUCE_WHO[mode]} per output")
         with self.hoisting(self.builder()) as top, self.c.block(head.format(n=p.numel)):
             coords = _unravel(self.c, "o", p.dims)
             self.c("float sum = 0.0f;")
@@ -607,11 +603,22 @@ class Renderer:
                 self.c(f"sum += {v};")
             if reg.warp_mode:
                 self.c("sum = mp::warp_sum(sum);")
-            with self._maybe(reg.warp_mode, "if (mp::lane_id() == 0)"):
+            elif reg.block_mode:
+                self.c(f"sum = mp::block_sum(sum, {smem_name(p.scratch)});  // two barriers inside")
+            first_thread = "if (mp::lane_id() == 0)" if reg.warp_mode else "if (mp::thread_rank() == 0)"
+            with self._maybe(reg.warp_mode or reg.block_mode, first_thread):
                 self.c(f"const float r_t{p.id} = sum;")
                 self.write_sinks(s.sinks, outer, coords)
         self.zero_pads(s.sinks)
 
+
+# Reductions: the loop over outputs, the first index and the stride of the loop over terms.
+_REDUCE_LOOPS = {
+    "warp": ("for (int o = mp::warp_id(); o < {n}; o += kWarps)", "mp::lane_id()", "32"),
+    "block": ("for (int o = 0; o < {n}; ++o)", "mp::thread_rank()", "kThreads"),
+    "thread": ("for (int o = mp::thread_rank(); o < {n}; o += kThreads)", "0", "1"),
+}
+_REDUCE_WHO = {"warp": "a warp", "block": "the block", "thread": "a thread"}
 
 STEP_TEMPLATES: dict[str, Callable[[Renderer, Step], None]] = {
     "elt": Renderer.elt,

@@ -61,7 +61,9 @@ class Reg:
     warp    mma accumulators: (batch, m, mp, n) with warps wm x wn, each mt x nt fragments
     thread  ThreadAcc: thread `rank` owns elements rank + j * threads (per batch slice)
     rows    one float per row of a tensor whose last dim is summed (accum_sum_lastdim)
-    loop    a value computed by one step's loop (a reduction): nothing outlives the step
+    loop    a value computed by one step's loop (a reduction): nothing outlives the step;
+            a warp per output (contiguous rows), the whole block per output (few, long
+            sums: block_sum through a scratch tile), else a thread per output
     """
 
     kind: str
@@ -76,6 +78,7 @@ class Reg:
     nt: int = 1
     nreg: int = 0
     warp_mode: bool = False
+    block_mode: bool = False  # a reduction by the whole block (few outputs, long sums)
 
 
 @dataclass
@@ -99,6 +102,7 @@ class PT:
     reg: Reg | None = None
     self_sink: bool = False
     mma_operand: bool = False
+    scratch: int = -1  # shared-memory scratch tensor of a block-wide reduction
 
     @property
     def numel(self) -> int:
