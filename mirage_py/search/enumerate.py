@@ -186,6 +186,7 @@ class Searcher:
         self.spec_keys = [evaluator.key(v) for v in spec_vals]
         self.spec_types = [spec.types[o] for o in spec.outputs]
         self.grids = grid_candidates(self.full_spec, cfg)
+        self.kernel_ops, self.block_ops = _op_sets(spec, cfg)
         self.constants = _spec_constants(spec)
         self.sizes = sorted({d for t in spec.types for d in t.dims} | {1})
         self.found: dict[str, Candidate] = {}
@@ -324,7 +325,7 @@ class Searcher:
 
     def _kernel_op_actions(self, st: _Kernel) -> Iterator[Callable[[], None]]:
         n = len(st.g.types)
-        for name in self.cfg.kernel_ops:
+        for name in self.kernel_ops:
             op = get_op(name)
             for ins in _inputs_after(n, op.arity, st.last):
                 for attrs, akey in self._attr_choices(name, [st.g.types[i] for i in ins]):
@@ -404,7 +405,7 @@ class Searcher:
         if st.customized >= self.cfg.max_customized:
             return
         n = len(st.g.types)
-        max_in = 4 if "concat_matmul" in self.cfg.block_ops else 3
+        max_in = 4 if "concat_matmul" in self.block_ops else 3
         # More inputs first: fusing more of the program is what wins.
         for k in range(min(max_in, n), 0, -1):
             for ins in itertools.combinations(range(n), k):
@@ -471,7 +472,7 @@ class Searcher:
         if len(blk.bg.nodes) >= self.cfg.max_block_ops:
             return
         n = len(blk.bg.types)
-        for name in self.cfg.block_ops:
+        for name in self.block_ops:
             op = get_op(name)
             for ins in _inputs_after(n, op.arity, blk.last):
                 for attrs, akey in self._attr_choices(name, [blk.bg.types[i] for i in ins]):
@@ -615,6 +616,20 @@ def order_key(ins: tuple[int, ...], name: str, extra: tuple[Any, ...] = ()) -> t
     tuple as written, oldest first, would make some graphs unreachable (div(t5, t8) after
     sqrt(t7), say)."""
     return (tuple(sorted(ins, reverse=True)), name, ins, extra)
+
+
+# Reductions stay out even when the spec has one (see config.py): an accumulator or a
+# matmul covers the reductions the experts need.
+_NEVER_ADDED = frozenset({"reduce_sum"})
+
+
+def _op_sets(spec: KernelGraph, cfg: SearchConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The config's kernel and block op sets, plus every op the spec itself uses (nTrans's
+    `sub` is in no preset): a rewrite of a program needs at least that program's ops."""
+    used = sorted({n.op for n in spec.nodes} - _NEVER_ADDED - {"customized"})
+    kernel = cfg.kernel_ops + tuple(o for o in used if o not in cfg.kernel_ops and get_op(o).level != "block")
+    block = cfg.block_ops + tuple(o for o in used if o not in cfg.block_ops and get_op(o).level != "kernel")
+    return kernel, block
 
 
 def _spec_constants(spec: KernelGraph) -> list[Fraction]:
