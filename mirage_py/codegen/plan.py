@@ -807,9 +807,13 @@ def plan_kernel(
 
 
 def _check_sizes(bg: BlockGraph, ts: dict[int, PT]) -> None:
-    for bi in bg.block_inputs:
-        if math.prod(bi.dims) >= 2**31:
-            raise InputError(f"codegen: tensor {list(bi.dims)} has 2^31 elements or more (32-bit indices)")
+    dims = [bi.dims for bi in bg.block_inputs] + [bg.output_type(k).dims for k in range(len(bg.block_outputs))]
+    for d in dims:
+        if math.prod(d) >= 2**31:
+            raise InputError(f"codegen: tensor {list(d)} has 2^31 elements or more (kernels index with 32 bits)")
+    for g, n, lim in zip(GRID, bg.grid_dims, (2**31 - 1, 65535, 65535)):
+        if n > lim:
+            raise InputError(f"codegen: grid dim {g} of {n} blocks is over CUDA's limit of {lim}")
     for p in ts.values():
         if p.reg is not None and p.reg.kind == "warp" and p.reg.mt * p.reg.nt * 4 * p.reg.batch > 256:
             raise InputError(

@@ -83,6 +83,9 @@ class Renderer:
         self.c = Code()
         self.names = iter(range(10**9))
         self.dirty = False  # shared memory touched since the last barrier
+        # Per-target override: cp.async where the target has it, else synchronous copies
+        # (commit and wait are then no-ops).
+        self.copy = "mp::copy_g2s_async" if plan.target.cp_async else "mp::copy_g2s"
 
     # -- helpers -------------------------------------------------------------------------
     def builder(self, regs: dict[int, tuple[Coords, str]] | None = None) -> ExprBuilder:
@@ -285,8 +288,11 @@ class Renderer:
                     for s in loop_loads:
                         self.load(s, "1")
                     c("mp::cp_async_commit();", "mp::cp_async_wait<1>();  // this iteration's tiles have landed")
-                with c.block("else"):
-                    c("mp::cp_async_wait<0>();")
+                c.lines[-1] += " else {"
+                c.depth += 1
+                c("mp::cp_async_wait<0>();")
+                c.depth -= 1
+                c("}")
             if touches or self.dirty:
                 self.barrier("this iteration's tiles are visible to every thread")
             self.run_levels(levels)
@@ -330,13 +336,13 @@ class Renderer:
         ld_src = io.strides[-2] if p.rank >= 2 and rows > 1 else tile.ld
         self.c(f"// t{s.target} <- {io.param}: {tile.outer} x {rows} x {cols} {io.dtype}")
         if tile.outer == 1:
-            self.c(f"mp::copy_g2s_async({dst}, {tile.ld}, {src}, {ld_src}, {rows}, {cols});")
+            self.c(f"{self.copy}({dst}, {tile.ld}, {src}, {ld_src}, {rows}, {cols});")
         else:
             with self.c.block(f"for (int q = 0; q < {tile.outer}; ++q)"):
                 oc = _unravel(self.c, "q", p.dims[:-2], "q")
                 goff = offset_expr(oc, io.strides[: p.rank - 2])
                 self.c(
-                    f"mp::copy_g2s_async({dst} + q * {tile.rows_p * tile.ld}, {tile.ld}, {src} + {goff}, {ld_src}, {rows}, {cols});"
+                    f"{self.copy}({dst} + q * {tile.rows_p * tile.ld}, {tile.ld}, {src} + {goff}, {ld_src}, {rows}, {cols});"
                 )
         if tile.zero_pad:
             for b in ["0", "1"] if buf == "0" else [None] if buf is None else []:
