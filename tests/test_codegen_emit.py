@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from codegen_cases import FEATURE_CASES  # tests/ is on sys.path (rootdir-relative import)
 
 from mirage_py.benchmarks import get_benchmark
 from mirage_py.codegen import nvcc as nv
@@ -118,6 +119,8 @@ def _cases() -> dict[str, tuple[KernelGraph, Inputs]]:
     cases["rmsnorm_f32"] = (retype(get_benchmark("rmsnorm").expert("small", 1), "float32"), _bench_inputs("rmsnorm"))
     cases["softmax_kernels"] = (_golden_graphs()["softmax_kernels"], lambda g: random_inputs(g, 1))
     cases["ops_kernels"] = (_ops_graph(False), _positive_inputs)
+    for name, make in FEATURE_CASES.items():
+        cases[name] = (make(), lambda g: random_inputs(g, 0))
     cases["ops_block"] = (_ops_graph(True), _positive_inputs)
     return cases
 

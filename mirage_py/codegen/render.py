@@ -56,9 +56,10 @@ class Code:
         return "\n".join(self.lines) + "\n"
 
 
-def _unravel(c: Code, index: str, dims: tuple[int, ...], prefix: str = "c") -> Coords:
-    """Declare the coordinates of linear index `index` over `dims` (row-major)."""
-    coords = identity_coords(dims, prefix)
+def _unravel(c: Code, index: str, dims: tuple[int, ...], prefix: str = "c", first: int = 0) -> Coords:
+    """Declare the coordinates of linear index `index` over `dims` (row-major), named after
+    their position (`first` is the position of dims[0] in the whole tensor)."""
+    coords = tuple(f"{prefix}{first + d}" if n > 1 else "0" for d, n in enumerate(dims))
     parts = []
     for d, n in enumerate(dims):
         if n == 1:
@@ -512,7 +513,7 @@ class Renderer:
             with self.c.block(f"MP_UNROLL for (int j = 0; j < {reg.nreg}; ++j)"):
                 self.c("const int i = mp::thread_rank() + j * kThreads;")
                 with self.c.block(f"if (i < {math.prod(inner)})"):
-                    coords = _unravel(self.c, "i", inner)
+                    coords = _unravel(self.c, "i", inner, first=p.rank - len(inner))
                     if reg.batch > 1:
                         coords = tuple(bcoords) + coords
                     self._bind(members, f"[{bidx}].v[j]")
