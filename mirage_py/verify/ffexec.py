@@ -305,6 +305,8 @@ def _matmul_sum(x: Res, y: Res, m: int) -> tuple[Res, bool] | None:
     """The sum over the for-loop axis of the block matmuls x @ y, as one contraction over
     (iteration, K) (exact: integer sums in any order); None when the layout or the bound
     does not allow it."""
+    if np.ndim(x.a) != np.ndim(y.a) or np.ndim(x.a) < ITER_AXIS + 3:  # block tensors, aligned
+        return None
     terms = x.a.shape[-1] * x.a.shape[ITER_AXIS]
     red = False
     if terms * x.b * y.b >= LIMIT:
