@@ -125,7 +125,21 @@ def rank_one() -> KernelGraph:
     return _one(g, [v], g.customized([v], bg))
 
 
+def kernel_matmuls() -> KernelGraph:
+    """Predefined matmuls: rank 4 (one batch dim inside the tile), A broadcast over B's
+    batch, and M = 40 (not a multiple of 16) with K streamed by the for-loop."""
+    g = new_kernel_graph()
+    a = g.new_input((2, 3, 32, 64), "float16", "A")
+    b = g.new_input((2, 3, 64, 16), "float16", "B")
+    c = g.new_input((40, 128), "float16", "C")
+    d = g.new_input((2, 128, 24), "float16", "D")
+    g.mark_output(g.matmul(a, b), "AB")
+    g.mark_output(g.matmul(c, d), "CD")
+    return g
+
+
 FEATURE_CASES: dict[str, Callable[[], KernelGraph]] = {
+    "kernel_matmuls": kernel_matmuls,
     "batched_mma": batched_mma,
     "transposed_padded_a": transposed_padded_a,
     "simt_batched_transposed": simt_batched_transposed,
