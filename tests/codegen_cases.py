@@ -138,7 +138,26 @@ def kernel_matmuls() -> KernelGraph:
     return g
 
 
+def rms_long_loop() -> KernelGraph:
+    """The fused RMSNorm + matmul with a for-loop longer than the prefetch pipeline (8
+    iterations), so per-iteration buffers are refilled."""
+    from fractions import Fraction
+
+    g = new_kernel_graph()
+    x = g.new_input((2, 512), "float16", "X")
+    w = g.new_input((512, 128), "float16", "W")
+    bg = new_block_graph((2, 1, 1), 8)
+    tx = bg.new_input(x, (-1, -1, -1), forloop_dim=1)  # (2, 64)
+    tw = bg.new_input(w, (1, -1, -1), forloop_dim=0)  # (64, 64)
+    xw = bg.accum_sum(bg.matmul(tx, tw))
+    ss = bg.accum_sum_lastdim(bg.square(tx))
+    rms = bg.sqrt(bg.add_scalar(bg.mul_scalar(ss, Fraction(1, 512)), Fraction(1, 10**6)))
+    bg.new_output(bg.div(xw, rms), (1, -1, -1))
+    return _one(g, [x, w], g.customized([x, w], bg))
+
+
 FEATURE_CASES: dict[str, Callable[[], KernelGraph]] = {
+    "rms_long_loop": rms_long_loop,
     "kernel_matmuls": kernel_matmuls,
     "batched_mma": batched_mma,
     "transposed_padded_a": transposed_padded_a,

@@ -126,7 +126,7 @@ def _cases() -> dict[str, tuple[KernelGraph, Inputs]]:
 
 
 CASES = _cases()
-# Barriers the race test removes from the rmsnorm expert (the comment names each one).
+# Barriers the race test removes from rms_long_loop (the comment names each one).
 RACE_MUTANTS = {
     "raw": "the previous level's shared-memory writes are visible",  # spill -> epilogue
     "war": "done with this iteration's shared memory before it is refilled",  # prefetch overwrites
@@ -149,7 +149,7 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         emit_program(g, outs[name], "sm_90", prefix=f"{name}_")
     for name, why in RACE_MUTANTS.items():
         out = root / f"race_{name}"
-        prog = emit_program(get_benchmark("rmsnorm").expert("small", 1), out, prefix=f"race_{name}_")
+        prog = emit_program(FEATURE_CASES["rms_long_loop"](), out, prefix=f"race_{name}_")
         drop_barrier(out / prog.kernels[0].source, why)
         outs[f"race_{name}"] = out
     return outs
@@ -214,18 +214,19 @@ def test_bfloat16_inputs_may_be_given_as_bits(emitted: dict[str, Path], built: E
 
 @pytest.mark.parametrize("mutant", list(RACE_MUTANTS))
 def test_removed_barrier_is_reported(mutant: str, emitted: dict[str, Path], built: EmulatedPrograms) -> None:
-    """The rmsnorm expert with one needed barrier removed: after the row sums are stored
-    (read-after-write: the epilogue reads them), or at the end of an iteration (the next
-    prefetch overwrites a tile this iteration still reads). The detector logs every access of
-    an epoch, so the same reports come back every run; the intact kernel has none."""
-    g, make = CASES["rmsnorm_expert"]
+    """The fused RMSNorm + matmul (8 iterations, deeper than the prefetch pipeline) with one
+    needed barrier removed: after the row sums are stored (read-after-write: the epilogue
+    reads them), or at the end of an iteration (a later prefetch overwrites a tile this
+    iteration still reads). The detector logs every access of an epoch, so the same reports
+    come back every run; the intact kernel has none."""
+    g, make = CASES["rms_long_loop"]
     inputs = make(g)
     runs = [built.launch(emitted[f"race_{mutant}"], inputs) for _ in range(2)]
     for res in runs:
         assert res.returncode == 1 and res.errors == 0 and res.races > 0
         assert all("read/write conflict" in r for r in res.race_reports)
     assert runs[0].race_reports == runs[1].race_reports
-    intact = built.launch(emitted["rmsnorm_expert"], inputs)
+    intact = built.launch(emitted["rms_long_loop"], inputs)
     assert intact.races == 0 and intact.race_reports == [] and intact.returncode == 0
 
 

@@ -111,7 +111,7 @@ def test_rmsnorm_expert_plan() -> None:
     assert kinds["matmul"] == "accsrc" and kinds["accum_sum"] == "reg" and kinds["square"] == "inline"
     x = plan.tensors[plan.bg.inputs[0]]
     assert x.kind == "staged" and x.tile is not None and x.tile.zero_pad and x.tile.rows_p == 16
-    assert x.tile.copies == 2  # double-buffered for the prefetch
+    assert x.tile.copies == 4  # four buffers: the prefetch runs three iterations ahead (F = 4)
     assert [s.kind for s in plan.steps if s.stage == "post"] == ["spill", "epilogue"]
     assert len(plan.levels("loop")) == 1  # one level: matmul and the row sums side by side
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mirage_py as mp
@@ -264,3 +265,30 @@ def test_sigint_returns_the_best_so_far(tmp_path):
     report = json.loads(stdout)
     assert report["search"]["stop_reason"] == "interrupted"
     assert (out / "mugraph.json").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Fingerprints of search values
+
+
+@pytest.mark.parametrize("shape", [(3, 100), (64, 8, 130)])  # below and above the sample size
+def test_fingerprint_ignores_representative_and_layout(shape):
+    """The key is a function of the residues mod p only: another representative (±p) and
+    another memory layout of the same values give the same key; one changed element (at a
+    sampled position for big tensors) gives another."""
+    from mirage_py.search.evaluate import FFEvaluator
+    from mirage_py.verify.ffexec import FFTensor, Res
+
+    ev = FFEvaluator()
+    p = ev.field.p
+    a = np.random.default_rng(1).integers(0, p, size=shape).astype(np.float64)
+    shifted = a + p * np.random.default_rng(2).integers(-3, 4, size=shape)
+    perm = tuple(reversed(range(len(shape))))
+    strided = np.ascontiguousarray(shifted.transpose(perm)).transpose(perm)
+    base = ev.key(FFTensor(Res(a, float(p), True)))
+    assert ev.key(FFTensor(Res(shifted, float(4 * p), False))) == base
+    assert ev.key(FFTensor(Res(strided, float(4 * p), False))) == base
+    changed = a.copy()
+    flat_pos = ev._positions(shape)[0][7] if a.size > 1 << 15 else 7
+    changed.reshape(-1)[flat_pos] = (changed.reshape(-1)[flat_pos] + 1) % p
+    assert ev.key(FFTensor(Res(changed, float(p), True))) != base

@@ -38,6 +38,10 @@ from .expr import ExprBuilder
 from .tiles import PT, Reg, Sink, Step, Tile, identity_coords, row_major_strides, tile_strides
 
 THREADS = 128
+# Prefetch depth of per-iteration tiles: up to MAX_STAGES buffers while the kernel's shared
+# memory stays within PIPELINE_BUDGET (two blocks of that size still fit an A100 SM).
+MAX_STAGES = 4
+PIPELINE_BUDGET = 80 * 1024
 # A sum this long over fewer outputs than warps is split over the whole block.
 BLOCK_REDUCE_MIN = 1024
 WARPS = THREADS // 32
@@ -798,12 +802,32 @@ def plan_kernel(
     assert best is not None
     # Offsets live on the shared tiles: allocate the winner again so they are its own.
     best.smem_bytes = _allocate(best)
+    _deepen_pipeline(best)
     if best.smem_bytes > tgt.smem_limit:
         raise InputError(
             f"kernel {name}: the plan needs {best.smem_bytes} bytes of shared memory per block, "
             f"over the {tgt.name} limit of {tgt.smem_limit}"
         )
     return best
+
+
+def _deepen_pipeline(plan: KernelPlan) -> None:
+    """More buffers per loop tile (prefetching further ahead keeps more bytes in flight per
+    block, which a grid of one block per SM needs) while shared memory stays in budget."""
+    tiles = [p.tile for p in plan.tensors.values() if p.kind == "staged" and p.stage == "loop" and p.tile]
+    budget = min(PIPELINE_BUDGET, plan.target.smem_limit)
+    for depth in range(min(MAX_STAGES, plan.forloop), 2, -1):
+        if not tiles:
+            return
+        for t in tiles:
+            t.copies = depth
+        smem = _allocate(plan)
+        if smem <= budget:
+            plan.smem_bytes = smem
+            return
+    for t in tiles:
+        t.copies = 2
+    plan.smem_bytes = _allocate(plan)
 
 
 def _check_sizes(bg: BlockGraph, ts: dict[int, PT]) -> None:
@@ -831,7 +855,7 @@ def describe(plan: KernelPlan) -> Iterable[str]:
             tl = p.tile
             where += (
                 f" @{tl.offset} {tl.store} [{tl.outer}x{tl.rows_p}x{tl.ld}]"
-                + (" x2" if tl.copies > 1 else "")
+                + (f" x{tl.copies}" if tl.copies > 1 else "")
                 + (" zero-padded" if tl.zero_pad else "")
             )
         if p.kind == "view":

@@ -208,12 +208,12 @@ class Renderer:
                 c(f"const {CTYPE[io.dtype]}* const {ptr_name(io.tensor)} = g_{io.param} + b_{io.param};")
 
     def tiles(self, looped: bool) -> None:
-        """Shared-memory tile handles (loop-input buffers alternate between two copies)."""
+        """Shared-memory tile handles (loop-input buffers rotate through their copies)."""
         for t in sorted(self.ts):
             p = self.ts[t]
             if p.tile is None or p.tile.offset < 0 or (p.tile.copies > 1) != looped:
                 continue
-            off = str(p.tile.offset) + (f" + (it & 1) * {p.tile.copy_bytes}" if looped else "")
+            off = str(p.tile.offset) + (f" + (it % {p.tile.copies}) * {p.tile.copy_bytes}" if looped else "")
             self.c(
                 f"const mp::Smem<{CTYPE[p.tile.store]}> {smem_name(t)} = mp::smem_at<{CTYPE[p.tile.store]}>(smem, {off});"
             )
@@ -244,25 +244,35 @@ class Renderer:
             )
 
     # -- phases --------------------------------------------------------------------------
+    def stages(self) -> int:
+        """Buffers of each per-iteration tile: the pipeline depth of the prefetch."""
+        return max(
+            (s_.tile.copies for s_ in (self.ts[x.target] for x in self.plan.loads("loop")) if s_.tile), default=1
+        )
+
     def prologue(self) -> None:
         c, plan = self.c, self.plan
         pre_loads, loop_loads = plan.loads("pre"), plan.loads("loop")
+        depth = self.stages()
         if pre_loads:
             c("// Loop-invariant inputs -> shared memory.")
             for s in pre_loads:
-                self.load(s, None)
+                self.load(s, None, None)
             c("mp::cp_async_commit();")
             self.dirty = True
         if loop_loads:
-            c("// Prefetch the first for-loop tiles into buffer 0.")
+            c(f"// Prefetch the first {depth - 1} iteration(s) of the for-loop tiles, one group each.")
             for s in loop_loads:
-                self.load(s, "0")
-            c("mp::cp_async_commit();")
+                self.zero_pad_buffers(s, depth)
+            with c.block(f"for (int s = 0; s < {depth - 1}; ++s)"):
+                for s in loop_loads:
+                    self.load(s, "s", "s")
+                c("mp::cp_async_commit();")
             self.dirty = True
         self.pending = bool(pre_loads or loop_loads)
         levels = plan.levels("pre")
         if levels:
-            c(f"mp::cp_async_wait<{1 if loop_loads else 0}>();")
+            c(f"mp::cp_async_wait<{depth - 1 if loop_loads else 0}>();")
             self.barrier("invariant tiles landed")
             self.pending = bool(loop_loads)
             self.run_levels(levels)
@@ -271,6 +281,7 @@ class Renderer:
         c, plan = self.c, self.plan
         loop_loads = plan.loads("loop")
         levels = plan.levels("loop")
+        depth = self.stages()
         touches = bool(loop_loads) or any(self.touches(s) for lv in levels for s in lv)
         if self.pending and not loop_loads:
             c("mp::cp_async_wait<0>();")
@@ -284,21 +295,20 @@ class Renderer:
                     )
             self.tiles(looped=True)
             if loop_loads:
-                with c.block(f"if (it + 1 < {plan.forloop})"):
-                    c("// Prefetch the next iteration's tiles into the other buffer.")
+                ahead = f"it + {depth - 1}"
+                with c.block(f"if ({ahead} < {plan.forloop})"):
+                    c(f"// Prefetch iteration {ahead} into the buffer iteration it - 1 used.")
                     for s in loop_loads:
-                        self.load(s, "1")
-                    c("mp::cp_async_commit();", "mp::cp_async_wait<1>();  // this iteration's tiles have landed")
-                c.lines[-1] += " else {"
-                c.depth += 1
-                c("mp::cp_async_wait<0>();")
-                c.depth -= 1
-                c("}")
+                        self.load(s, f"({ahead}) % {depth}", f"({ahead})")
+                c("mp::cp_async_commit();  // one group per iteration (empty at the end)")
+                c(f"mp::cp_async_wait<{depth - 1}>();  // this iteration's tiles have landed")
             if touches or self.dirty:
                 self.barrier("this iteration's tiles are visible to every thread")
             self.run_levels(levels)
             if touches:
                 self.barrier("done with this iteration's shared memory before it is refilled")
+        if loop_loads:
+            c("mp::cp_async_wait<0>();  // only empty groups are left")
         self.pending = False
 
     def post(self) -> None:
@@ -321,17 +331,14 @@ class Renderer:
                 self.dirty |= self.touches(s)
 
     # -- step templates ------------------------------------------------------------------
-    def load(self, s: Step, buf: str | None) -> None:
-        """A block input's tile -> shared memory (cp.async where 16-byte vectors fit)."""
+    def load(self, s: Step, buf: str | None, it: str | None) -> None:
+        """A block input's tile -> shared memory (cp.async where 16-byte vectors fit): for
+        iteration `it` into buffer `buf` (C++ expressions), or a loop-invariant tile."""
         p = self.ts[s.target]
         io = self.plan.inputs[p.input_index]
         tile = p.tile
         assert tile is not None
-        ctype = CTYPE[tile.store]
-        dst = smem_name(s.target)
-        if buf is not None:
-            dst = f"mp::smem_at<{ctype}>(smem, {tile.offset} + {buf if buf == '0' else '((it + 1) & 1)'} * {tile.copy_bytes})"
-        it = {None: None, "0": None, "1": "(it + 1)"}[buf]
+        dst = smem_name(s.target) if buf is None else self.buffer(s.target, buf)
         src = f"g_{io.param} + b_{io.param}" + (f" + {it} * {io.iter_stride}" if it and io.iter_stride else "")
         rows, cols = tile.rows, tile.cols
         ld_src = io.strides[-2] if p.rank >= 2 and rows > 1 else tile.ld
@@ -345,10 +352,25 @@ class Renderer:
                 self.c(
                     f"{self.copy}({dst} + q * {tile.rows_p * tile.ld}, {tile.ld}, {src} + {goff}, {ld_src}, {rows}, {cols});"
                 )
+        if buf is None and tile.zero_pad:
+            self.c(f"mp::zero_pad({dst}, {tile.outer}, {rows}, {cols}, {tile.rows_p}, {tile.cols_p}, {tile.ld});")
+
+    def buffer(self, t: int, index: str) -> str:
+        tile = self.ts[t].tile
+        assert tile is not None
+        ctype = CTYPE[tile.store]
+        return f"mp::smem_at<{ctype}>(smem, {tile.offset} + {index} * {tile.copy_bytes})"
+
+    def zero_pad_buffers(self, s: Step, depth: int) -> None:
+        """The padding of every buffer of a per-iteration tile, once (copies never touch it)."""
+        tile = self.ts[s.target].tile
+        assert tile is not None
         if tile.zero_pad:
-            for b in ["0", "1"] if buf == "0" else [None] if buf is None else []:
-                tgt = dst if b is None else f"mp::smem_at<{ctype}>(smem, {tile.offset} + {b} * {tile.copy_bytes})"
-                self.c(f"mp::zero_pad({tgt}, {tile.outer}, {rows}, {cols}, {tile.rows_p}, {tile.cols_p}, {tile.ld});")
+            with self.c.block(f"for (int s = 0; s < {depth}; ++s)"):
+                dst = self.buffer(s.target, "s")
+                self.c(
+                    f"mp::zero_pad({dst}, {tile.outer}, {tile.rows}, {tile.cols}, {tile.rows_p}, {tile.cols_p}, {tile.ld});"
+                )
 
     def elt(self, s: Step) -> None:
         p = self.ts[s.target]
