@@ -15,11 +15,15 @@ import numpy as np
 
 from ..ir.execute import merge_tiles, split_tiles
 from ..ir.graph import BlockGraph, Graph, KernelGraph
-from ..verify.ffexec import FFInterpreter, FFTensor, FieldOps, OutsideFragment, residues, sample_inputs
+from ..verify.ffexec import FFInterpreter, FFTensor, FieldOps, OutsideFragment, sample_inputs
 from ..verify.fields import DEFAULT_FIELD, Field
 from .enumerate import PruneValue
 
-_CHUNK = 1 << 20
+# Row length and weight bound of the fingerprint: 2^21 (a reduced residue) x 2^20 x 2^8
+# stays below 2^53, where float64 sums of integers are exact.
+_ROW = 1 << 8
+_MAX_ABS = float(1 << 21)
+_SAMPLE = 1 << 15  # positions a fingerprint reads in a bigger tensor
 
 
 class FFEvaluator:
@@ -27,8 +31,8 @@ class FFEvaluator:
         self.field, self.seed = field, seed
         self.ops = FieldOps(field, key=seed)
         self.interp = FFInterpreter(self.ops)
-        self._w = np.random.default_rng(seed).integers(1, 1 << 20, size=(2, _CHUNK), dtype=np.int64)
-        self._mult: list[int] = []
+        self._w = np.random.default_rng(seed).integers(1, 1 << 20, size=(_ROW, 3)).astype(np.float64)
+        self._sampled: dict[tuple[int, ...], tuple[np.ndarray, tuple[np.ndarray, ...]]] = {}
 
     def inputs(self, spec: KernelGraph) -> list[FFTensor]:
         shapes = [spec.types[t].dims for t in spec.inputs]
@@ -50,24 +54,41 @@ class FFEvaluator:
         return self.ops.map(lambda a: merge_tiles(a, bo, bg.grid_dims), y)
 
     def key(self, v: FFTensor) -> bytes:
-        """Shape plus two random linear combinations of the p-residues: chunk k of the
-        flattened residues is dotted with one fixed weight array (exact int64: residues <
-        2^21, weights < 2^20, chunks of 2^20) and scaled by a random multiplier of its own.
-        Two tensors that differ anywhere collide with probability about 2^-40, and this
-        reads the array once (a blake2b of every state's tensors was the search's hot spot
-        at paper size, and weights as long as the largest tensor cost memory)."""
-        r = residues(v, self.field.p).reshape(-1)
-        totals = [0, 0]
-        for k, i in enumerate(range(0, r.size, _CHUNK)):
-            part = r[i : i + _CHUNK]
-            sums = part @ self._w[:, : part.size].T
-            c = self._multiplier(k)
-            totals = [t + int(x) * c for t, x in zip(totals, sums)]
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr((v.shape, totals)).encode())
+        """Shape plus three random linear combinations mod p of each 256-element row of
+        the p-residues at up to 2^15 fixed sampled positions (the same positions for every
+        tensor of a shape). A combination mod p does not depend on which representative of
+        a residue the executor holds, so nothing is canonicalized; with |a| < 2^21, weights
+        < 2^20 and rows of 2^8 each row sum is an exact float64 integer. Two tensors that
+        differ at a sampled position collide with probability below 2^-60.
+
+        Why sampled: a block input holds every block's copy of its tile (2 M elements for
+        a matrix replicated over 512 blocks), and reading whole tensors to fingerprint them
+        was 3/4 of the search's time at paper size. A collision can only cost the search
+        a state or send a candidate to full-shape verification, never admit one."""
+        r = v.p
+        a = np.asarray(r.a)
+        if a.size <= _SAMPLE:
+            flat = a.reshape(-1)
+        else:
+            flat_pos, axis_pos = self._positions(a.shape)
+            flat = a.reshape(-1)[flat_pos] if a.flags.c_contiguous else a[axis_pos]
+        if r.b >= _MAX_ABS:
+            flat = np.fmod(flat, self.field.p)  # exact: |a| < 2^53
+        if flat.size % _ROW:
+            flat = np.concatenate([flat, np.zeros(_ROW - flat.size % _ROW)])
+        sums = np.fmod(flat.reshape(-1, _ROW) @ self._w, self.field.p)
+        sums[sums < 0] += self.field.p
+        h = hashlib.blake2b(repr(v.shape).encode(), digest_size=16)
+        h.update(sums.tobytes())
         return h.digest()
 
-    def _multiplier(self, k: int) -> int:
-        while len(self._mult) <= k:
-            self._mult.append(int(np.random.default_rng([self.seed, len(self._mult)]).integers(1, 1 << 40)))
-        return self._mult[k]
+    def _positions(self, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Sampled positions, flat (for C-contiguous arrays: the fastest gather) and as
+        index arrays per axis (any other layout, such as a folded matmul's permuted view,
+        without copying the whole array)."""
+        if shape not in self._sampled:
+            size = int(np.prod(shape))
+            rng = np.random.default_rng([self.seed, size])
+            flat = np.sort(rng.choice(size, _SAMPLE, replace=False)).astype(np.intp)
+            self._sampled[shape] = flat, tuple(i.astype(np.intp) for i in np.unravel_index(flat, shape))
+        return self._sampled[shape]
