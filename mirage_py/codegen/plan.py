@@ -58,7 +58,6 @@ class Target:
     name: str
     smem_limit: int
     cp_async: bool = True  # cp.async exists from sm_80 on
-    min_blocks: int = 1  # __launch_bounds__ minimum resident blocks
 
 
 TARGETS: dict[str, Target] = {

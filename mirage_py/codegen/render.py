@@ -19,9 +19,8 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ..ir.graph import GRID
 from .expr import ExprBuilder, broadcast_coords
-from .plan import THREADS, WARPS, GlobalIO, KernelPlan, MatmulInfo, describe, sink_value, step_regs
+from .plan import THREADS, WARPS, KernelPlan, MatmulInfo, describe, sink_value, step_regs
 from .tiles import CTYPE, PT, Coords, Sink, Step, identity_coords, offset_expr, ptr_name, reg_name, smem_name
 
 
@@ -116,7 +115,6 @@ class Renderer:
 
     def write_sinks(self, sinks: list[Sink], eb: ExprBuilder, coords: Coords) -> None:
         """Compute and store every sink's value at `coords` (its tensor's coordinates)."""
-        outs = {io.tensor: io for io in self.plan.outputs}
         for s in sinks:
             v = sink_value(self.ts, s, eb, coords)
             self.flush(eb)
@@ -127,7 +125,6 @@ class Renderer:
                 )
             else:
                 io = self.plan.outputs[s.output]
-                assert outs.get(io.tensor) is not None
                 self.c(f"o{s.output}[{offset_expr(coords, io.strides)}] = mp::from_float<{CTYPE[io.dtype]}>({v});")
 
     def zero_pads(self, sinks: list[Sink]) -> None:
@@ -666,4 +663,4 @@ def render_kernel(plan: KernelPlan) -> str:
     return Renderer(plan).render()
 
 
-__all__ = ["GRID", "GlobalIO", "render_kernel"]
+__all__ = ["render_kernel"]

@@ -101,7 +101,6 @@ class PT:
     strides: tuple[int, ...] = ()
     reg: Reg | None = None
     self_sink: bool = False
-    mma_operand: bool = False
     scratch: int = -1  # shared-memory scratch tensor of a block-wide reduction
 
     @property
