@@ -37,6 +37,16 @@ def test_without_ray_the_ray_executor_is_a_usage_error(tmp_path, monkeypatch, ca
     assert "--ray-address needs --executor ray" in capsys.readouterr().err
 
 
+def test_an_unreachable_cluster_is_a_usage_error(tmp_path, capsys):
+    pytest.importorskip("ray")
+    spec = tmp_path / "spec.json"
+    mpy.save(SPEC, spec)
+    args = ["optimize", str(spec), "-o", str(tmp_path / "out"), "--executor", "ray", "--ray-address", "127.0.0.1:1"]
+    assert main(args) == 2  # nothing listens on port 1
+    assert "cannot reach Ray at 127.0.0.1:1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     ray = pytest.importorskip("ray")

@@ -18,6 +18,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +301,8 @@ class RayExecutor:
             kw.update(include_dashboard=False, object_store_memory=256 << 20)
             if self.jobs > 1:
                 kw["num_cpus"] = self.jobs
+        if self.address is not None:
+            _check_reachable(self.address)
         try:
             ray.init(address=self.address, **kw)
         except (ConnectionError, ValueError, RuntimeError) as e:
@@ -327,6 +330,18 @@ class RayExecutor:
                 states += r.stats.states
                 on_done(refs[ref], r)
                 on_states(states)
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port address that does not answer is a one-line error now: Ray itself keeps
+    retrying for minutes. Other forms ("auto", "local") are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise InputError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
 
 
 def make_executor(kind: str, jobs: int = 1, ray_address: str | None = None) -> Executor:
