@@ -4,8 +4,8 @@ default trial count and its error bound, against the same matmuls in plain float
 Usage: python benchmarks/bench_verify.py [--repeats N] [--size paper|small] [--batch B] [--clock cpu|wall]
 
 Columns: `sample` draws one trial's inputs (shared by both graphs; into the previous
-trial's arrays, as `equivalent` does); `spec`, `expert` run one graph over one field
-(median of N); `trial` is the three together; `matmul` is the spec's matmuls alone in float64
+trial's arrays, as `equivalent` does); `spec`, `expert` run one graph over one field and
+take its outputs' residues (median of N); `trial` is the three together; `matmul` is the spec's matmuls alone in float64
 NumPy on arrays of the same shapes, measured in the same run (the floor: a trial must do at
 least this arithmetic); `ratio` is graph / matmul; `verify` is a full `equivalent` call at
 the default trial count (inputs, both graphs, every trial) and `bound` its error bound.
@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mirage_py.benchmarks import all_benchmarks  # noqa: E402
 from mirage_py.ir import KernelGraph  # noqa: E402
 from mirage_py.verify import DEFAULT_TRIALS, FieldOps, equivalent  # noqa: E402
-from mirage_py.verify.ffexec import FFTensor, run_ff, sample_inputs  # noqa: E402
-from mirage_py.verify.fields import FIELDS, exp_table_ext, inverse_table  # noqa: E402
+from mirage_py.verify.ffexec import FFTensor, residues, run_ff, sample_inputs  # noqa: E402
+from mirage_py.verify.fields import DEFAULT_FIELD, FIELDS, exp_table_ext, inverse_table  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, clock: Callable[[], float] = time.thread_time) -> float:
@@ -53,8 +53,9 @@ def median_seconds(fn: Callable[[], object], repeats: int, clock: Callable[[], f
 
 
 def one_run(g: KernelGraph, ins: dict[str, FFTensor]) -> Callable[[], object]:
-    """One run of `g` over one field, as a trial does it (a fresh FieldOps)."""
-    return lambda: run_ff(g, ins, FieldOps(key=0))
+    """One run of `g` over one field as a trial does it: a fresh FieldOps, and the outputs'
+    canonical residues (what is compared; values are computed when first asked for)."""
+    return lambda: [residues(y, DEFAULT_FIELD.p) for y in run_ff(g, ins, FieldOps(key=0))]
 
 
 def matmul_floor(spec: KernelGraph) -> Callable[[], object]:
