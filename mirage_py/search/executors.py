@@ -169,14 +169,26 @@ class SerialExecutor:
             def progress(s: SearchStats, base: int = base) -> None:
                 on_states(base + s.states)
 
+            start = time.monotonic() - t0
             try:
                 r = search_part(_with_time(task, share), progress)
             except KeyboardInterrupt:  # between parts, or while one was being set up
                 r = _interrupted()
+            _shift_times(r, start)
             on_done(task, r)
             if r.stats.stop_reason == "interrupted":
                 return
             base += r.stats.states
+
+
+def _shift_times(r: SearchResult, offset: float) -> None:
+    """Times of a part that started `offset` seconds into the run, made run-relative."""
+    for c in r.candidates:
+        c.found_at = round(c.found_at + offset, 3)
+    for attr in ("time_to_first", "time_to_best"):
+        v = getattr(r.stats, attr)
+        if v is not None:
+            setattr(r.stats, attr, round(v + offset, 3))
 
 
 # Worker-process state, set by the pool initializer.
@@ -434,6 +446,9 @@ def search_subspaces(
             pass  # what finished is recorded; the merge below says "interrupted"
         merged = merge_results([results[k] for k in sorted(results)])
         merged.stats.seconds = time.monotonic() - t0  # wall time of this run (read-back parts cost none)
+        if merged.candidates:  # the merge took the earliest part's times; the best's is the one
+            merged.stats.time_to_best = merged.candidates[0].found_at
+            merged.stats.time_to_first = min(c.found_at for c in merged.candidates)
         if len(results) < parts:
             merged.stats.stop_reason = "interrupted"
         elif db and merged.stats.stop_reason != "interrupted":
