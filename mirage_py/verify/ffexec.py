@@ -543,18 +543,23 @@ class FieldOps:
         return y
 
     def _product(self, a: FFTensor, b: FFTensor) -> FFTensor:
-        """a @ b, computed when first asked for (see `accum`). Whether it reduces, and so
-        whether it keeps the lift, follows from the bounds alone."""
-        xp, yp, p, q = a.p, b.p, self.p, self.q
-        rp = Lazy(lambda: _matmul(xp, yp, p)[0])
+        """a @ b, each residue computed when first asked for (see `accum`; scores that only
+        feed an exp never get their p-residues). Whether it keeps the lift follows from the
+        bounds alone."""
+        p, q = self.p, self.q
+        rp = Lazy(lambda: _matmul(a.p, b.p, p)[0])
         if not (a.has_q and b.has_q):
             return FFTensor(rp, product=(a, b))
-        if xp.a.shape[-1] * xp.b * yp.b < LIMIT and a.lift and b.lift:
+        if a.lift and b.lift and a.p.a.shape[-1] * a.p.b * b.p.b < LIMIT:
             return FFTensor(rp, lift=True, product=(a, b))
         return FFTensor(rp, Lazy(lambda: _matmul(a.qres(), b.qres(), q)[0]), product=(a, b))
 
     def div(self, a: FFTensor, b: FFTensor) -> FFTensor:
-        s = self._inverse(b)
+        return self._quotient(a, self._inverse(b))
+
+    def _quotient(self, a: FFTensor, s: FFTensor) -> FFTensor:
+        """a·s for an inverse s, kept as its factors; each residue multiplied out (and
+        reduced, in one blocked pass) when first asked for."""
         p, q = self.p, self.q
         rq = Lazy(lambda: _mul_reduce(a.qres(), s.qres(), q)[0]) if a.has_q and s.has_q else None
         return FFTensor(Lazy(lambda: _mul_reduce(a.p, s.p, p)[0]), rq, factors=(a, s))
@@ -622,6 +627,8 @@ class FieldOps:
         return FFTensor(rp[0], Lazy(rq))
 
     def transpose(self, a: FFTensor) -> FFTensor:
+        if a.factors is not None:  # (x·s)ᵀ = xᵀ·sᵀ: still a quotient, nothing multiplied out
+            return self._quotient(*(self.transpose(f) for f in a.factors))
         return self.map(lambda x: np.swapaxes(x, -1, -2), a)
 
     def concat(self, a: FFTensor, b: FFTensor, dim: int) -> FFTensor:
