@@ -314,6 +314,12 @@ def test_quotient_taken_out_of_a_matmul():
     fast = F.matmul(_lifted(x), F.div(_lifted(b), _lifted(t)))
     slow = F.matmul(_lifted(x), F.mul(_lifted(b), F.div(F.const(Fraction(1)), _lifted(t))))
     assert np.array_equal(canon(fast.p, P), canon(slow.p, P))
+    # A transposed quotient is still a quotient, with the transposed residues.
+    quotient = F.div(_lifted(b), _lifted(t))
+    flipped = F.transpose(quotient)
+    assert flipped.factors is not None and flipped.shape == (5, 400)
+    assert np.array_equal(canon(flipped.p, P), canon(quotient.p, P).T)
+    assert np.array_equal(canon(flipped.qres(), Q), canon(quotient.qres(), Q).T)
     assert F.zero_divisors == 0
 
 
