@@ -627,9 +627,18 @@ class FieldOps:
         return FFTensor(rp[0], Lazy(rq))
 
     def transpose(self, a: FFTensor) -> FFTensor:
-        if a.factors is not None:  # (x·s)ᵀ = xᵀ·sᵀ: still a quotient, nothing multiplied out
-            return self._quotient(*(self.transpose(f) for f in a.factors))
-        return self.map(lambda x: np.swapaxes(x, -1, -2), a)
+        if a.factors is None:
+            return self.map(lambda x: np.swapaxes(x, -1, -2), a)
+        # (x·s)ᵀ = xᵀ·sᵀ: still a quotient, nothing multiplied out. Its residues, if asked
+        # for, are views of a's (a's layout is the one a folded matmul can take whole).
+        aq = a.q
+
+        def flip(r: Res) -> Res:
+            return Res(np.swapaxes(r.a, -1, -2), r.b, r.nn)
+
+        x, s = (self.transpose(f) for f in a.factors)
+        q = Lazy(lambda: flip(aq.get())) if aq is not None else None
+        return FFTensor(Lazy(lambda: flip(a.p)), q, factors=(x, s))
 
     def concat(self, a: FFTensor, b: FFTensor, dim: int) -> FFTensor:
         fn = OPS["concat"].numpy
