@@ -114,7 +114,9 @@ RULES: dict[str, Callable[..., Any]] = {
     "transpose": lambda F, x: F.transpose(x),
     "concat": lambda F, a, b, dim: F.concat(a, b, dim),
     "rms_norm": rms_norm,
-    "concat_matmul": lambda F, a, b, c, d: F.matmul(F.concat(a, b, -1), F.concat(c, d, -2)),
+    # [a | b] @ [c ; d] = a @ c + b @ d: no concatenated copy of the (large) c, and a @ c can
+    # be one GEMM across blocks (the expression rule says the same).
+    "concat_matmul": lambda F, a, b, c, d: F.add(F.matmul(a, c), F.matmul(b, d)),
     "accum_sum": lambda F, x: F.accum(x, lastdim=False),
     "accum_sum_lastdim": lambda F, x: F.accum(x, lastdim=True),
 }
