@@ -320,6 +320,10 @@ def test_quotient_taken_out_of_a_matmul():
     assert flipped.factors is not None and flipped.shape == (5, 400)
     assert np.array_equal(canon(flipped.p, P), canon(quotient.p, P).T)
     assert np.array_equal(canon(flipped.qres(), Q), canon(quotient.qres(), Q).T)
+    # Factors of lower rank broadcast: a constant numerator or divisor, a row vector.
+    xb = _lifted(b)
+    for q in (F.div(F.const(Fraction(1)), xb), F.div(xb, F.const(Fraction(3))), F.div(xb, _lifted(t[0]))):
+        assert np.array_equal(canon(F.transpose(q).p, P), canon(q.p, P).T)
     assert F.zero_divisors == 0
 
 

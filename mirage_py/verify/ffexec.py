@@ -636,9 +636,19 @@ class FieldOps:
         def flip(r: Res) -> Res:
             return Res(np.swapaxes(r.a, -1, -2), r.b, r.nn)
 
-        x, s = (self.transpose(f) for f in a.factors)
+        x, s = (self._transpose_factor(f) for f in a.factors)
         q = Lazy(lambda: flip(aq.get())) if aq is not None else None
         return FFTensor(Lazy(lambda: flip(a.p)), q, factors=(x, s))
+
+    def _transpose_factor(self, f: FFTensor) -> FFTensor:
+        """A factor of a transposed quotient: it may have a lower rank (a constant) and
+        broadcast, so it is padded to two dims first (a scalar stays as it is)."""
+        n = len(f.shape)
+        if n == 0:
+            return f
+        if n == 1:
+            f = self.map(lambda x: x.reshape((1,) + x.shape), f)
+        return self.transpose(f)
 
     def concat(self, a: FFTensor, b: FFTensor, dim: int) -> FFTensor:
         fn = OPS["concat"].numpy
