@@ -78,7 +78,14 @@ NOT_SUBTERMS = {
         ("exp", ("var", "X")),
         ("red", 3, ("mul", ("var", "X"), ("var", "W"))),
     ],
-    "gated_mlp": [("mul", ("var", "W1"), ("var", "W2")), ("exp", ("var", "X")), ("sqrt", ("var", "X"))],
+    "gated_mlp": [
+        ("mul", ("var", "W1"), ("var", "W2")),
+        ("exp", ("var", "X")),
+        ("sqrt", ("var", "X")),
+        # A matmul's product is not the elementwise one, and it does not commute.
+        ("mul", ("var", "X"), ("var", "W1")),
+        ("bmul", ("var", "W1"), ("var", "X")),
+    ],
     "gqa": [("exp", ("var", "V")), ("mul", ("var", "Q"), ("var", "V")), ("sqrt", ("var", "K"))],
     "qknorm": [("exp", ("var", "V")), ("red", 7, ("mul", ("var", "Q"), ("var", "K")))],
     "lora": [

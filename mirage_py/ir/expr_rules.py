@@ -1,12 +1,13 @@
 """Abstract-expression rules, one per op (the op table's `expr` slot).
 
 An abstract expression forgets indices and keeps the algebra: inputs are variables, a
-matmul is red(k, mul(a, b)), an accumulator is red over the loop extent. The search keeps
+matmul is red(k, bmul(a, b)), an accumulator is red over the loop extent. Layout is
+forgotten too: a transpose's term is its operand's. The search keeps
 a new op only if its term is a subexpression of the spec's term under the axioms in
 mirage_py/search/absexpr.py. Terms are plain nested tuples (hashable, cheap to intern):
 
-    ("var", name)  ("const", "p/q")  ("red", n, t)  (op, t1, ..., tk) for add/mul/div/
-    exp/sqrt/sigmoid/relu/gelu:<approx>/pow:<p/q>/concat.
+    ("var", name)  ("const", "p/q")  ("red", n, t)  (op, t1, ..., tk) for add/mul/bmul/
+    div/exp/sqrt/sigmoid/relu/gelu:<approx>/pow:<p/q>/concat.
 
 Rules are written so that equal computations get equal terms: square is mul(x, x), silu
 is mul(x, sigmoid(x)), sub is add(a, mul(b, -1)), rms_norm is its composition.
@@ -43,7 +44,11 @@ def div(a: Term, b: Term) -> Term:
 
 
 def matmul(a: Term, b: Term, k: int) -> Term:
-    return red(k, mul(a, b))
+    # The product inside a matmul is its own constructor, not the elementwise mul: it does
+    # not commute (X @ W is not W @ X) and an elementwise X * W is not part of it. With
+    # one `mul` for both, every elementwise product of a matmul's operands (and the
+    # swapped matmul) passed the oracle and flooded the block-level search.
+    return red(k, ("bmul", a, b))
 
 
 def rms(x: Term, n: int, eps: Fraction) -> Term:

@@ -85,16 +85,27 @@ AXIOMS: tuple[Axiom, ...] = (
     Axiom(
         "red-mul-const", ("red", "?n", ("mul", "?a", ("const", "?s"))), ("mul", ("red", "?n", "?a"), ("const", "?s"))
     ),
+    # A matmul's product (bmul) does not commute; scaling or dividing an operand by a
+    # value constant along the contracted dim scales the product (over-approximated as
+    # red-div is), and it distributes over a sum of operands.
+    Axiom("bmul-div-l", ("bmul", ("div", "?a", "?c"), "?b"), ("div", ("bmul", "?a", "?b"), "?c")),
+    Axiom("bmul-div-r", ("bmul", "?a", ("div", "?b", "?c")), ("div", ("bmul", "?a", "?b"), "?c")),
+    Axiom("bmul-mul-l", ("bmul", ("mul", "?a", "?c"), "?b"), ("mul", ("bmul", "?a", "?b"), "?c")),
+    Axiom("bmul-mul-r", ("bmul", "?a", ("mul", "?b", "?c")), ("mul", ("bmul", "?a", "?b"), "?c")),
+    Axiom("bmul-distribute-l", ("bmul", ("add", "?a", "?b"), "?c"), ("add", ("bmul", "?a", "?c"), ("bmul", "?b", "?c"))),
+    Axiom("bmul-distribute-r", ("bmul", "?a", ("add", "?b", "?c")), ("add", ("bmul", "?a", "?b"), ("bmul", "?a", "?c"))),
 )
 
 # The search's first pass uses the axioms without associativity and distributivity: on a
 # spec with long add/mul chains (nTrans) those grow the e-graph from ~10^2 to ~10^5 e-nodes
 # and let almost every elementwise combination of the inputs through. Every expert's terms
 # are kept without them (tests/test_search.py); the second pass restores them.
-NARROW_AXIOMS: tuple[Axiom, ...] = tuple(a for a in AXIOMS if a.name not in ("add-assoc", "mul-assoc", "distribute"))
+NARROW_AXIOMS: tuple[Axiom, ...] = tuple(
+    a for a in AXIOMS if a.name not in ("add-assoc", "mul-assoc") and "distribute" not in a.name
+)
 
 # Constructors and their egglog / z3 names. Unary ops share one constructor keyed by name.
-_BINARY = {"add": "Add", "mul": "Mul", "div": "Div", "concat": "Cat"}
+_BINARY = {"add": "Add", "mul": "Mul", "bmul": "BMul", "div": "Div", "concat": "Cat"}
 
 
 def red_sizes(terms: Sequence[Term]) -> set[int]:
@@ -149,7 +160,9 @@ def _egg(t: Term | str) -> str:
     return f'(Un "{head}" {_egg(t[1])})'
 
 
-_EGG_DECLS = "(datatype T (V String) (C String) (Red i64 T) (Add T T) (Mul T T) (Div T T) (Cat T T) (Un String T))"
+_EGG_DECLS = (
+    "(datatype T (V String) (C String) (Red i64 T) (Add T T) (Mul T T) (BMul T T) (Div T T) (Cat T T) (Un String T))"
+)
 
 
 class EgglogOracle:
