@@ -23,6 +23,7 @@ from . import __version__
 from .benchmarks import SIZES, Benchmark, Size, all_benchmarks
 from .codegen.cost import summary as cost_summary
 from .ir import GraphError, SchemaError, dumps, load
+from .ir.dtypes import DTYPES
 from .ir.errors import InputError
 from .ir.show import graph_json, render_dot, render_table, render_text, report_header, write_atomic
 from .search.config import PRESETS, SMEM_LIMIT, get_config
@@ -323,7 +324,12 @@ def verify(a: Path, b: Path, trials: int | None, seed: int, as_json: bool) -> in
 @click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option(
-    "--config", "preset", type=click.Choice(list(PRESETS)), default="default", show_default=True, help="Search preset."
+    "--config",
+    "preset",
+    type=click.Choice(["auto", *PRESETS]),
+    default="auto",
+    show_default=True,
+    help="Search preset; auto picks it from the graph (attention, lora, mlp or default).",
 )
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), help="Stop the search after S seconds.")
 @click.option("--max-states", type=click.IntRange(min=1), help="Stop the search after N states (deterministic).")
@@ -336,6 +342,15 @@ def verify(a: Path, b: Path, trials: int | None, seed: int, as_json: bool) -> in
     help="Run the sub-spaces here (--jobs processes) or as Ray tasks (needs mirage-py[cluster]).",
 )
 @click.option("--ray-address", metavar="A", help="Ray cluster to join (default: start a local Ray instance).")
+@click.option(
+    "--inputs",
+    "input_specs",
+    metavar="NAME=DxDxD[:dtype]",
+    multiple=True,
+    help="Shape (and dtype) of one input, repeated: every argument of a PyTorch input, symbolic dims of ONNX.",
+)
+@click.option("--outputs", metavar="NAME,...", help="Optimize only the subgraph computing these outputs.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), help="Kernels in this dtype (default: the spec's).")
 @click.option("--target", type=click.Choice(sorted(SMEM_LIMIT)), default="sm_90", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of fingerprints and trials.")
 @click.option(
@@ -357,6 +372,9 @@ def optimize(
     jobs: int,
     executor: str,
     ray_address: str | None,
+    input_specs: tuple[str, ...],
+    outputs: str | None,
+    dtype: str | None,
     target: str,
     seed: int,
     cache_path: Path | None,
@@ -365,12 +383,15 @@ def optimize(
     require_improvement: bool,
     as_json: bool,
 ) -> int:
-    """Search for a faster equivalent μGraph of INPUT (a graph.json) and write OUT:
-    spec.json, mugraph.json (the winner, or the spec itself when nothing better is found),
-    report.json and report.md."""
+    """Search for a faster equivalent μGraph of INPUT (model.onnx, file.py:NAME or
+    graph.json) and write OUT: spec.json, mugraph.json (the winner, or the spec itself when
+    nothing better is found), kernels/*.cu, runtime/*.cuh, launch.json, module.py,
+    weights.npz (when INPUT has weights), report.json and report.md."""
     from tqdm import tqdm
 
-    from .pipeline import OptimizeOptions
+    from .frontends import load_input
+    from .frontends.torch import parse_input_specs
+    from .pipeline import OptimizeOptions, guess_preset
     from .pipeline import optimize as run_optimize
     from .search.cache import default_cache_path
     from .search.enumerate import Budget
@@ -382,7 +403,17 @@ def optimize(
         raise click.UsageError("--ray-address needs --executor ray")
     if executor == "ray":
         import_ray()  # a missing Ray is a one-line error now, not after the cache lookup
-    spec = load(input_file)
+    click.echo(f"loading {input_file}", err=True)
+    names = [n.strip() for n in outputs.split(",") if n.strip()] if outputs else None
+    loaded = load_input(str(input_file), parse_input_specs(input_specs), names, dtype)
+    spec = loaded.graph
+    if preset == "auto":
+        preset = guess_preset(spec)
+    click.echo(
+        f"spec: {len(spec.nodes)} op(s), inputs {', '.join(loaded.runtime_inputs) or 'none'}"
+        f"{', weights ' + ', '.join(loaded.weights) if loaded.weights else ''}; preset {preset}",
+        err=True,
+    )
     cache = None if no_cache else (cache_path or default_cache_path())
     budget = Budget(max_states, time_limit)
     opts = OptimizeOptions(
@@ -407,7 +438,15 @@ def optimize(
         bar.update(n - bar.n)
 
     with tqdm(total=max_states, unit="state", desc="search", file=sys.stderr, disable=None, leave=False) as bar:
-        report = run_optimize(spec, out, opts, on_states=on_states)
+        report = run_optimize(
+            spec,
+            out,
+            opts,
+            on_states=on_states,
+            weights=loaded.weights,
+            source=loaded.source or str(input_file),
+            on_stage=lambda msg: tqdm.write(msg, file=sys.stderr),  # above the bar, if one shows
+        )
     _cache_notes(report, cache)
     if as_json:
         click.echo(json.dumps(report))

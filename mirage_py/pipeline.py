@@ -22,9 +22,10 @@ import numpy as np
 
 from . import __version__
 from .codegen.cost import describe, modeled_us
-from .codegen.emit import emit_program
+from .codegen.emit import Program, emit_program, plan_program
 from .codegen.module_template import write_module
 from .ir.canonical import graph_hash
+from .ir.errors import InputError
 from .ir.graph import KernelGraph
 from .ir.serialize import dumps
 from .ir.show import render_text, report_header
@@ -57,6 +58,25 @@ def default_inputs(spec: KernelGraph, seed: int) -> dict[str, np.ndarray]:
         n: rng.standard_normal(spec.types[t].dims) / math.sqrt(spec.types[t].dims[-1])
         for n, t in zip(spec.input_names, spec.inputs)
     }
+
+
+def guess_preset(spec: KernelGraph) -> str:
+    """The search preset the spec's structure calls for (`--config auto`), as the benchmarks
+    name theirs: a matmul with an exp (softmax) is attention; a sum of a product and a
+    product of products (x W + (x A) B) is lora; another matmul is mlp; else default."""
+    ops = {n.op for n in spec.nodes}
+    made = spec.producer()
+
+    def by_matmul(t: int) -> bool:
+        return t in made and made[t].op == "matmul"
+
+    if {"matmul", "exp"} <= ops:
+        return "attention"
+    for n in spec.nodes:
+        if n.op == "add" and all(by_matmul(t) for t in n.inputs):
+            if any(by_matmul(i) for t in n.inputs for i in made[t].inputs):
+                return "lora"
+    return "mlp" if "matmul" in ops else "default"
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,22 +112,32 @@ def optimize(
     opts: OptimizeOptions,
     inputs: Mapping[str, np.ndarray] | None = None,
     on_states: Callable[[int], None] | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
+    source: str = "",
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Search, choose the best verified and numerically sound graph (or the spec itself),
-    write OUT, and return the report (the `--json` object)."""
+    write OUT, and return the report (the `--json` object).
+
+    `weights` (spec input name -> array, from a frontend) go to OUT/weights.npz, bound by
+    OUT/module.py, and feed the numerics check in place of random values; `source` names the
+    INPUT in the reports; `on_stage` hears what happens after the search (progress)."""
     t0 = time.monotonic()
+    stage = on_stage or (lambda _msg: None)
     result = run_search(spec, opts, on_states)
     baseline_us = modeled_us(spec)
     feed = dict(inputs) if inputs is not None else default_inputs(spec, opts.seed)
+    feed |= {n: np.asarray(a, dtype=np.float64) for n, a in (weights or {}).items()}
+    better = [c for c in result.candidates if c.cost < baseline_us]
+    if better:
+        stage(f"checking {len(better)} candidate(s) faster than the spec: verify, numerics, plan")
     winner, verdict, num = spec, None, None
-    for cand in result.candidates:
-        if cand.cost >= baseline_us:
-            break
+    for cand in better:
         v = equivalent(spec, cand.graph, seed=opts.seed + 1000)  # fresh trials, not the search's
         if not v.equivalent:
             continue
         n = numerics(spec, cand.graph, feed)
-        if n.ok and not n.unstable:
+        if n.ok and not n.unstable and _plannable(cand.graph, opts.config.target):
             winner, verdict, num = cand.graph, v, n
             break
     found = winner is not spec
@@ -115,8 +145,33 @@ def optimize(
         verdict = equivalent(spec, winner, seed=opts.seed + 1000)
         num = numerics(spec, winner, feed)
     report = _report(spec, winner, found, verdict, num, result, baseline_us, opts, time.monotonic() - t0)
-    _write_out(out, spec, winner, report, result, opts.config.target)
+    report["input"] = _input_json(spec, source, weights or {})
+    stage(f"writing {out} ({len(winner.nodes)} kernel(s) for {opts.config.target})")
+    _write_out(out, spec, winner, report, result, opts.config.target, weights or {})
     return report
+
+
+def _plannable(graph: KernelGraph, target: str) -> bool:
+    """Can codegen plan every kernel (tiles, shared memory within the target's limit)? A
+    candidate it cannot emit is passed over, so OUT always holds a program that builds."""
+    try:
+        plan_program(graph, target)
+    except InputError:
+        return False
+    return True
+
+
+def _input_json(spec: KernelGraph, source: str, weights: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def row(name: str, tid: int) -> dict[str, Any]:
+        return {"name": name, "dims": list(spec.types[tid].dims), "dtype": spec.types[tid].dtype}
+
+    pairs = list(zip(spec.input_names, spec.inputs))
+    return {
+        "source": source,
+        "inputs": [row(n, t) for n, t in pairs if n not in weights],
+        "weights": [row(n, t) for n, t in pairs if n in weights],
+        "outputs": [row(n, t) for n, t in zip(spec.output_names, spec.outputs)],
+    }
 
 
 def _report(
@@ -157,49 +212,135 @@ def _report(
     }
 
 
+def _kernels_json(prog: Program) -> list[dict[str, Any]]:
+    keys = ("name", "op", "grid", "block", "shared_bytes", "forloop", "barriers")
+    return [{k: getattr(kern, k) for k in keys} for kern in prog.kernels]
+
+
 def _report_md(spec: KernelGraph, winner: KernelGraph, report: dict[str, Any]) -> str:
-    s, b, base = report["search"], report["best"], report["baseline"]
-    speed = base["modeled_us"] / b["modeled_us"] if b["modeled_us"] else float("nan")
-    bound = report["error_bound"]
-    lines = [
-        "# mirage-py optimize report",
-        "",
-        f"mirage-py {report['version']}, seed {report['seed']}, {report['machine'].get('system', '')} {report['machine'].get('arch', '')}, {report['machine'].get('cpus', '')} CPUs",
-        "",
-        "## Result",
-        "",
-        f"- found a better μGraph: **{'yes' if report['found'] else 'no (OUT holds the spec, op by op)'}**",
-        f"- kernels: {base['kernels']} → {b['kernels']}",
-        f"- modelled time: {base['modeled_us']} µs → {b['modeled_us']} µs ({speed:.2f}×; {b['cost_model']})",
-        f"- winner hash: `{b['hash']}`",
-        "",
-        "## Evidence",
-        "",
-        f"- finite-field equivalence: {'proven' if report['verified'] else 'NOT proven'} in {report['trials']} trials, "
-        f"error bound {bound:.3g}"
-        if bound is not None
-        else f"- finite-field equivalence: not proven ({report.get('verify_reason')})",
-        f"- numerics (float32 and the graph's dtype vs float64): {'ok' if report['numerics']['ok'] else 'FAILED'}",
-        "",
-        "## Search",
-        "",
-        f"- states {s['states']} in {s['seconds']} s ({s['states_per_second']} states/s), stop reason: {s['stop_reason']}",
-        f"- candidates verified: {s['verified']}, rejected: {s['rejected']}, time to first {s['time_to_first']} s, "
-        f"to best {s['time_to_best']} s",
-        f"- pruned: {', '.join(f'{k} {v}' for k, v in s['pruned'].items()) or 'nothing'}",
-        "",
-        "## The winner",
-        "",
-        "```",
-        render_text(winner),
-        "```",
+    """report.md: what went in, what came out and why it can be trusted, for a person."""
+    lines = ["# mirage-py optimize report", ""]
+    lines += _md_input(report) + _md_result(report) + _md_evidence(report) + _md_search(report)
+    lines += ["## The winner", "", "```", render_text(winner), "```", ""]
+    lines += _md_kernels(report)
+    m = report["machine"]
+    lines += [
+        f"_mirage-py {report['version']}, seed {report['seed']}, {m.get('system', '')} {m.get('arch', '')}, "
+        f"{m.get('cpus', '')} CPUs, {report['seconds']} s in all._",
         "",
     ]
     return "\n".join(lines)
 
 
+def _tensors_md(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"`{r['name']}` {r['dims']} {r['dtype']}" for r in rows) or "none"
+
+
+def _md_input(report: dict[str, Any]) -> list[str]:
+    inp = report.get("input")
+    if not inp:
+        return []
+    return [
+        "## Input",
+        "",
+        f"- source: `{inp['source'] or '(in memory)'}`",
+        f"- runtime inputs: {_tensors_md(inp['inputs'])}",
+        f"- weights (bound from weights.npz): {_tensors_md(inp['weights'])}",
+        f"- outputs: {_tensors_md(inp['outputs'])}",
+        "",
+    ]
+
+
+def _md_result(report: dict[str, Any]) -> list[str]:
+    b, base = report["best"], report["baseline"]
+    speed = base["modeled_us"] / b["modeled_us"] if b["modeled_us"] else float("nan")
+    if report["found"]:
+        verdict = f"**Found a faster μGraph**: {base['kernels']} → {b['kernels']} kernel(s), {speed:.2f}× (modelled)."
+    else:
+        verdict = "**Nothing faster than the spec was found**: OUT holds the spec, lowered op by op."
+    measured = "not measured (no GPU was used)" if b["measured_us"] is None else f"{b['measured_us']} µs"
+    return [
+        "## Result",
+        "",
+        verdict,
+        "",
+        "| | kernels | modelled µs | measured µs |",
+        "|---|---|---|---|",
+        f"| spec (op by op) | {base['kernels']} | {base['modeled_us']} | – |",
+        f"| winner | {b['kernels']} | {b['modeled_us']} | {measured} |",
+        "",
+        f"Modelled times come from the {b['cost_model']}. Winner hash `{b['hash']}`.",
+        "",
+    ]
+
+
+def _md_evidence(report: dict[str, Any]) -> list[str]:
+    bound = report["error_bound"]
+    if report["verified"] and bound is not None:
+        proof = f"proven equivalent to the spec in {report['trials']} finite-field trials (error bound {bound:.3g})"
+    else:
+        proof = f"NOT proven equivalent ({report.get('verify_reason')})"
+    num = report["numerics"] or {"ok": False, "rows": []}
+    rows = [
+        f"| {r['graph']} | {r['precision']} | {r['output']} | {r['scaled']:.3g} | {r['tolerance']:g} | "
+        f"{'ok' if r['ok'] else 'FAILED'} |"
+        for r in num["rows"]
+    ]
+    return [
+        "## Evidence",
+        "",
+        f"- equivalence: {proof}",
+        f"- numerics against the float64 reference (error scaled by max |reference|): "
+        f"{'ok' if num['ok'] else 'FAILED'}",
+        "",
+        "| graph | precision | output | scaled error | tolerance | verdict |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _md_search(report: dict[str, Any]) -> list[str]:
+    s, cfg = report["search"], report["config"]
+    pruned = ", ".join(f"{k} {v}" for k, v in s.get("pruned", {}).items()) or "nothing"
+    return [
+        "## Search",
+        "",
+        f"- preset `{cfg.get('preset')}`, target {cfg.get('target')}; cache hit: {'yes' if report['cache_hit'] else 'no'}",
+        f"- {s['states']} states in {s['seconds']} s, stop reason: {s['stop_reason']}",
+        f"- candidates: {s.get('candidates', 0)} (verified {s.get('verified')}, rejected {s.get('rejected')}); "
+        f"time to first {s.get('time_to_first')} s, to best {s.get('time_to_best')} s",
+        f"- pruned: {pruned}",
+        "",
+    ]
+
+
+def _md_kernels(report: dict[str, Any]) -> list[str]:
+    rows = [
+        f"| `{k['name']}` | {k['op']} | {k['grid']} | {k['block']} | {k['shared_bytes']} | {k['forloop']} | "
+        f"{k['barriers']} |"
+        for k in report.get("kernels", [])
+    ]
+    return [
+        "## Emitted kernels",
+        "",
+        "kernels/*.cu with runtime/*.cuh; launch.json says how to launch them, module.py runs them.",
+        "",
+        "| kernel | op | grid | block | shared bytes | loop | barriers |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def _write_out(
-    out: Path, spec: KernelGraph, winner: KernelGraph, report: dict[str, Any], result: SearchResult, target: str
+    out: Path,
+    spec: KernelGraph,
+    winner: KernelGraph,
+    report: dict[str, Any],
+    result: SearchResult,
+    target: str,
+    weights: Mapping[str, np.ndarray],
 ) -> None:
     out = Path(out)
     parent = out.resolve().parent
@@ -208,11 +349,16 @@ def _write_out(
     try:
         (tmp / "spec.json").write_text(dumps(spec) + "\n")
         (tmp / "mugraph.json").write_text(dumps(winner) + "\n")
+        # The runnable program: kernels/*.cu, runtime/*.cuh, launch.json, weights.npz and
+        # module.py (written last: it lists the inputs that weights.npz does not bind).
+        prog = emit_program(winner, tmp, target=target)
+        if weights:
+            arrays: dict[str, Any] = {n: np.ascontiguousarray(a) for n, a in weights.items()}
+            np.savez(tmp / "weights.npz", **arrays)
+        write_module(tmp)
+        report["kernels"] = _kernels_json(prog)
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.md").write_text(_report_md(spec, winner, report))
-        # The runnable program: kernels/*.cu, runtime/*.cuh, launch.json, and module.py.
-        emit_program(winner, tmp, target=target)
-        write_module(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
             os.replace(out, old / out.name)

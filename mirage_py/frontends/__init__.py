@@ -31,6 +31,24 @@ class FrontendResult:
     def runtime_inputs(self) -> list[str]:
         return [n for n in self.graph.input_names if n not in self.weights]
 
+    def retyped(self, dtype: str) -> FrontendResult:
+        """The same program with every tensor in `dtype` (`--dtype`): the graph is rebuilt
+        from its JSON form with each input's dtype replaced (ops take their dtype from their
+        inputs, so that retypes every tensor, block graphs included) and the weights are
+        rounded to `dtype` and stored as it is carried (bfloat16 in float32)."""
+        from ..ir.dtypes import DTYPES, round_to
+        from ..ir.errors import InputError
+        from ..ir.serialize import from_dict, to_dict
+
+        if dtype not in DTYPES:
+            raise InputError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        d = to_dict(self.graph)
+        for inp in d["inputs"]:
+            inp["dtype"] = dtype
+        store = np.float16 if dtype == "float16" else np.float32
+        weights = {n: round_to(a, dtype).astype(store) for n, a in self.weights.items()}
+        return FrontendResult(from_dict(d), weights, self.source)
+
 
 # Shapes given on the command line: NAME -> (dims, dtype name or None for the default).
 InputShapes = Mapping[str, tuple[tuple[int, ...], str | None]]
@@ -40,8 +58,13 @@ def load_input(
     spec: str,
     inputs: InputShapes | None = None,
     outputs: Sequence[str] | None = None,
+    dtype: str | None = None,
 ) -> FrontendResult:
-    """Load INPUT by its form. Imports of onnx and torch happen only when needed."""
+    """Load INPUT by its form. Imports of onnx and torch happen only when needed.
+
+    `inputs` gives shapes (ONNX: the symbolic ones; PyTorch: every argument); `outputs`
+    keeps only the named outputs and what they need; `dtype` retypes the spec (see
+    `FrontendResult.retyped`)."""
     from pathlib import Path
 
     from ..ir.errors import InputError
@@ -49,13 +72,41 @@ def load_input(
     if spec.endswith(".onnx"):
         from .onnx import load_onnx
 
-        return load_onnx(spec, outputs=outputs)
-    if ".py:" in spec:
+        res = load_onnx(spec, outputs=outputs, inputs=inputs)
+    elif ".py:" in spec:
         from .torch import load_torch
 
-        return load_torch(spec, inputs=inputs or {}, outputs=outputs)
-    if spec.endswith(".json"):
+        res = load_torch(spec, inputs=inputs or {}, outputs=outputs)
+    elif spec.endswith(".json"):
         from ..ir import load
 
-        return FrontendResult(load(Path(spec)), source=spec)
-    raise InputError(f"{spec}: INPUT must be model.onnx, file.py:NAME or graph.json")
+        if inputs:
+            raise InputError(f"{spec}: --inputs is for ONNX and PyTorch inputs; a graph.json fixes its input shapes")
+        graph = load(Path(spec))
+        res = FrontendResult(select_outputs(graph, outputs) if outputs else graph, source=spec)
+    else:
+        raise InputError(f"{spec}: INPUT must be model.onnx, file.py:NAME or graph.json")
+    return res.retyped(dtype) if dtype is not None else res
+
+
+def select_outputs(graph: KernelGraph, names: Sequence[str]) -> KernelGraph:
+    """The subgraph computing only the named outputs: ops and inputs they do not need are
+    dropped (rebuilt through the JSON form, so the result is validated like a loaded file)."""
+    from ..ir.errors import InputError
+    from ..ir.serialize import from_dict, to_dict
+
+    d = to_dict(graph)
+    known = [o["name"] for o in d["outputs"]]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InputError(f"--outputs: no output named {', '.join(map(repr, unknown))} (outputs: {', '.join(known)})")
+    d["outputs"] = [o for o in d["outputs"] if o["name"] in names]
+    needed = {o["tensor"] for o in d["outputs"]}
+    kept = []
+    for op in reversed(d["ops"]):  # ops are in topological order: walk back from the outputs
+        if needed & set(op["outputs"]):
+            needed |= set(op["inputs"])
+            kept.append(op)
+    d["ops"] = kept[::-1]
+    d["inputs"] = [i for i in d["inputs"] if i["id"] in needed]
+    return from_dict(d)
