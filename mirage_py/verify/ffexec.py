@@ -128,11 +128,11 @@ def _blockwise(a: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], object]) ->
     return out.transpose(np.argsort(perm))
 
 
-def _center_into(x: np.ndarray, m: int, out: np.ndarray) -> np.ndarray:
-    """out = x - rint(x/m)·m (out must not alias x). Exact when |x| + m < 2^53: the product
+def _center_into(x: np.ndarray, m: int, out: np.ndarray, rnd: np.ufunc = np.rint) -> np.ndarray:
+    """out = x - rnd(x/m)·m (out must not alias x). Exact when |x| + m < 2^53: the product
     n·m is then below 2^53 and the difference is an integer; see `_center_bound`."""
     np.multiply(x, 1.0 / m, out=out)
-    np.rint(out, out=out)
+    rnd(out, out=out)
     np.multiply(out, m, out=out)
     return np.subtract(x, out, out=out)
 
@@ -160,8 +160,13 @@ def _fit(r: Res, m: int) -> Res:
         return Res((a.astype(np.int64) % m).astype(np.float64), float(m - 1), True)
 
     def fit(x: np.ndarray, o: np.ndarray) -> None:
-        _center_into(x, m, o)  # |o| < m, so one conditional add makes it canonical
-        np.add(o, m, out=o, where=o < 0)
+        # With floor, o lands in [0, m) except where x is within |x|·2^-51 of a multiple of
+        # m (the quotient rounded across an integer): rare, so the masked fix-ups, slow on
+        # scattered masks, run only for a block that needs them.
+        _center_into(x, m, o, np.floor)
+        if o.min() < 0 or o.max() >= m:
+            np.add(o, m, out=o, where=o < 0)
+            np.subtract(o, m, out=o, where=o >= m)
 
     return Res(_blockwise(a, fit), float(m - 1), True)
 
