@@ -271,6 +271,16 @@ class Searcher:
                 continue
             action()
 
+    def _kernel_or_dedup(self, sub: _Kernel) -> None:
+        """Extend `sub` unless an explored state had the same values. A deduplicated state
+        is still matched against the spec: its continuations are the explored state's,
+        but it is another graph (another grid, another cost) for the same outputs."""
+        if not self._seen_before(("k", tuple(sub.keys), sub.customized), sub.last):
+            self._kernel(sub)
+        else:
+            self.stats.pruned["dedup"] += 1
+            self._match(sub)
+
     def _match(self, st: _Kernel) -> bool:
         chosen: list[int] = []
         for key, t in zip(self.spec_keys, self.spec_types):
@@ -341,10 +351,7 @@ class Searcher:
             return
         val, fp, term = made
         sub = _Kernel(g, st.vals + [val], st.keys + [fp], st.terms + [term], key, st.customized)
-        if not self._seen_before(("k", tuple(sub.keys), sub.customized), key):
-            self._kernel(sub)
-        else:
-            self.stats.pruned["dedup"] += 1
+        self._kernel_or_dedup(sub)
         g.pop_node()
 
     def _try_op(
@@ -553,10 +560,7 @@ class Searcher:
         g.nodes[-1].attrs["block_graph"] = _freeze(bg)
         key = order_key(blk.ins, "customized", (*open_key[3], tuple(bo.omap for bo in bg.block_outputs)))
         sub = _Kernel(g, st.vals + new_vals, st.keys + new_keys, st.terms + new_terms, key, st.customized + 1)
-        if not self._seen_before(("k", tuple(sub.keys), sub.customized), key):
-            self._kernel(sub)
-        else:
-            self.stats.pruned["dedup"] += 1
+        self._kernel_or_dedup(sub)
         g.pop_node()
 
     # -- attribute candidates ----------------------------------------------------------------
