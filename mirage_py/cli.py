@@ -478,6 +478,44 @@ def _cache_notes(report: dict[str, Any], cache: Path | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# check
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), help="Baseline results (JSON).")
+@click.option("--update-baseline", is_flag=True, help="Write this run's results to --baseline (if every case passes).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML to FILE.")
+@click.option("--summary", type=click.Path(dir_okay=False, path_type=Path), help="Also write the Markdown to FILE.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of Markdown.")
+def check(
+    manifest: Path,
+    baseline: Path | None,
+    update_baseline: bool,
+    junit: Path | None,
+    summary: Path | None,
+    as_json: bool,
+) -> int:
+    """Re-run MANIFEST's optimize cases (state budgets: deterministic) and compare them with
+    their expectations and the baseline: found, verified, best modelled time within the
+    tolerance, kernels build. Exit 1 on any regression or failing case. Prints a Markdown
+    summary; progress goes to stderr."""
+    from .check import junit_xml, run_check, summary_markdown
+
+    run = run_check(manifest, baseline, update_baseline, log=lambda msg: click.echo(msg, err=True))
+    md = summary_markdown(run)
+    if junit is not None:
+        _write(junit, junit_xml(run))
+    if summary is not None:
+        _write(summary, md)
+    if as_json:
+        click.echo(json.dumps({**report_header(__version__, None), **run.to_json()}))
+    else:
+        click.echo(md, nl=False)
+    return EXIT_OK if run.ok else EXIT_NEGATIVE
+
+
+# ---------------------------------------------------------------------------------------
 # cache
 
 
