@@ -391,14 +391,16 @@ def test_readme_python_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_readme_quick_start_runs(tmp_path: Path) -> None:
     """The README's first quick-start command, run for real (minus the pip install, with
-    `python -m mirage_py` for the console script): it exports, optimizes and reports."""
+    `python -m mirage_py` for the console script, in a scratch folder where `examples/` is
+    the repository's): it optimizes an ONNX example and reports."""
     readme = (ROOT / "README.md").read_text()
     assert 'pip install -e ".[test]" && python -m pytest -q' in readme
     block = readme.split("## Quick start", 1)[1].split("```", 2)[1].strip()
     steps = [c.strip() for c in block.split("&&")]
-    assert steps[0] == "pip install -e ."
+    assert steps[0] == 'pip install -e ".[onnx]"'
+    assert steps[1].startswith("mirage-py optimize examples/")
     for cmd in steps[1:]:
-        argv = cmd.split()
+        argv = [str(ROOT / a) if a.startswith("examples/") else a for a in cmd.split()]
         if argv[0] == "mirage-py":
             argv = [sys.executable, "-m", "mirage_py", *argv[1:]]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
