@@ -130,6 +130,9 @@ def test_onnx_gated_mlp_found_and_module_matches_onnxruntime(tmp_path: Path) -> 
     assert y.dtype == np.float16 and y.shape == ref.shape
     assert np.max(np.abs(y - ref)) / scale < 1e-2
     assert np.max(np.abs(y.astype(np.float64) - y_ort)) / scale < 1e-2
+    r = invoke("run", str(out), "--check", "--json")  # the same .cu files, random inputs
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["ok"]
 
 
 @pytest.mark.slow  # a search that finds, and an emulation build, per example: about a minute
