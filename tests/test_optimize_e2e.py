@@ -159,6 +159,25 @@ def _runtime(rep: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {d["name"]: d for d in rep["input"]["inputs"]}
 
 
+@pytest.mark.gpu
+def test_optimize_measures_on_a_gpu(tmp_path: Path) -> None:
+    """With a GPU, the winner is checked there and it and the spec are timed."""
+    from mirage_py.codegen.gpu import gpu_available
+
+    ok, why = gpu_available()
+    if not ok:
+        pytest.skip(why)
+    out = tmp_path / "out"
+    rep = optimize(EXAMPLES / "gated_mlp.onnx", out, "--max-states", str(FINDS["gated_mlp"]))
+    assert rep["found"] and rep["gpu"]["check_ok"], rep["gpu"]
+    assert rep["best"]["measured_us"] > 0 and rep["baseline"]["measured_us"] > 0
+    assert "Measured on" in (out / "report.md").read_text()
+    x = (np.random.default_rng(4).standard_normal((8, 256)) / 16).astype(np.float16)
+    y_gpu = import_module(out).load("gpu")(X=x)["Y"]
+    y_cpu = import_module(out).load("cpu")(X=x)["Y"]
+    assert np.max(np.abs(y_gpu.astype(np.float64) - y_cpu)) / np.max(np.abs(y_cpu)) < 1e-2
+
+
 # ---------------------------------------------------------------------------------------
 # PyTorch input, --inputs, --dtype, --outputs
 
