@@ -14,8 +14,8 @@ import argparse
 import time
 
 from mirage_py.benchmarks import all_benchmarks
+from mirage_py.codegen.cost import modeled_us
 from mirage_py.search.config import get_config
-from mirage_py.search.cost import simple_cost_us
 from mirage_py.search.enumerate import Budget, Searcher
 from mirage_py.search.evaluate import FFEvaluator
 from mirage_py.verify import equivalent
@@ -45,7 +45,7 @@ def main() -> None:
         spec, expert = b.spec("paper", args.batch), b.expert("paper", args.batch)
         t0 = time.monotonic()
         s = Searcher(
-            spec, get_config(b.preset), FFEvaluator(), _verify, simple_cost_us, Budget(time_limit=args.time_limit)
+            spec, get_config(b.preset), FFEvaluator(), _verify, modeled_us, Budget(time_limit=args.time_limit)
         )
         r = s.run()
         st = r.stats
@@ -56,7 +56,7 @@ def main() -> None:
             f"{name:<10}{st.time_to_best if st.time_to_best is not None else '-':>9}{st.states:>9}"
             f"{st.states / max(st.seconds, 1e-9):>7.0f}{st.stop_reason:>10}"
             f"{best.kernels if best else '-':>6}{(f'{best.cost:.2f}' if best else '-'):>8}"
-            f"{simple_cost_us(expert):>10.2f}{simple_cost_us(spec):>9.2f}  {pruned}"
+            f"{modeled_us(expert):>10.2f}{modeled_us(spec):>9.2f}  {pruned}"
             f"  [{time.monotonic() - t0:.0f} s]",
             flush=True,
         )
