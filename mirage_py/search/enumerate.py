@@ -80,7 +80,7 @@ class SearchStats:
     states: int = 0
     pruned: Counter[str] = field(default_factory=Counter)
     oracle_lookups: int = 0
-    passes: int = 0  # oracle passes started (narrow axioms, then all)
+    passes: int = 0  # passes started (narrow axioms, then all; one customized op, then more)
     fingerprints: int = 0
     matches: int = 0
     verified: int = 0
@@ -182,6 +182,7 @@ class Searcher:
         wide, narrow = EgglogOracle(self.spec_terms), EgglogOracle(self.spec_terms, axioms=NARROW_AXIOMS)
         self.oracles = [narrow, wide] if len(narrow) < len(wide) else [wide]
         self.oracle = self.oracles[0]
+        self.max_customized = cfg.max_customized
         spec_vals = _run_values(spec, evaluator)
         self.spec_keys = [evaluator.key(v) for v in spec_vals]
         self.spec_types = [spec.types[o] for o in spec.outputs]
@@ -208,11 +209,18 @@ class Searcher:
             if self.progress:
                 self.progress(self.stats)  # the search proper starts now
             for oracle in self.oracles:
-                # A state explored under the narrow oracle has a larger subtree under the
-                # wide one: dedup starts afresh; matches already made are not re-verified.
-                self.oracle, self.seen = oracle, {}
-                self.stats.passes += 1
-                self._kernel(state, top=True)
+                # Passes of growing scope: the narrow oracle, then the wide one, each first
+                # with one customized op, then with up to the config's limit. Depth first,
+                # a closed block starts a second customized op whose subtree a time-limited
+                # run may never leave; one customized op at a time finds the fused
+                # single-kernel graphs first. A state explored in a narrower pass has a
+                # larger subtree in a wider one: dedup starts afresh; matches already made
+                # are not re-verified.
+                m = self.cfg.max_customized
+                for limit in sorted({min(1, m), m}):
+                    self.oracle, self.max_customized, self.seen = oracle, limit, {}
+                    self.stats.passes += 1
+                    self._kernel(state, top=True)
         except _Stop as s:
             self.stats.stop_reason = s.reason
         except KeyboardInterrupt:
@@ -409,7 +417,7 @@ class Searcher:
 
     # -- opening a customized op -----------------------------------------------------------
     def _customized_actions(self, st: _Kernel) -> Iterator[Callable[[], None]]:
-        if st.customized >= self.cfg.max_customized:
+        if st.customized >= self.max_customized:
             return
         n = len(st.g.types)
         max_in = 4 if "concat_matmul" in self.block_ops else 3
@@ -475,13 +483,24 @@ class Searcher:
     # -- block level ----------------------------------------------------------------------
     def _block(self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...]) -> None:
         self._tick()
+        # Deeper fusion first: the block is extended before it is closed, since closing
+        # starts a whole kernel-level continuation (a second customized op, with its own
+        # block subtrees) that a time-limited run may never return from.
+        if len(blk.bg.nodes) < self.cfg.max_block_ops:
+            self._extend(st, blk, open_key)
         self._close(st, blk, open_key)
-        if len(blk.bg.nodes) >= self.cfg.max_block_ops:
-            return
+
+    def _extend(self, st: _Kernel, blk: _Block, open_key: tuple[Any, ...]) -> None:
         n = len(blk.bg.types)
         for name in self.block_ops:
             op = get_op(name)
             for ins in _inputs_after(n, op.arity, blk.last):
+                # A transpose's term is its operand's, so the oracle keeps every one: only
+                # a loaded tile's layout is worth changing (the emitter folds that into the
+                # load); a transpose of a computed tile reorders nothing the search needs.
+                if name == "transpose" and ins[0] not in blk.bg.inputs:
+                    self.stats.pruned["layout"] += 1
+                    continue
                 for attrs, akey in self._attr_choices(name, [blk.bg.types[i] for i in ins]):
                     self._add_block_op(st, blk, open_key, name, ins, attrs, akey)
 
