@@ -39,7 +39,7 @@ from ..ir.dtypes import ITEMSIZE
 from ..ir.errors import GraphError
 from ..ir.expr_rules import RULES, Term
 from ..ir.graph import BlockGraph, Graph, KernelGraph, Map3, TensorType
-from ..ir.ops import get_op
+from ..ir.ops import ELEMENTWISE, get_op
 from .absexpr import NARROW_AXIOMS, EgglogOracle, output_terms
 from .config import SearchConfig, grid_candidates
 from .reduce import Reduction, lift, reduce_spec
@@ -495,10 +495,7 @@ class Searcher:
         for name in self.block_ops:
             op = get_op(name)
             for ins in _inputs_after(n, op.arity, blk.last):
-                # A transpose's term is its operand's, so the oracle keeps every one: only
-                # a loaded tile's layout is worth changing (the emitter folds that into the
-                # load); a transpose of a computed tile reorders nothing the search needs.
-                if name == "transpose" and ins[0] not in blk.bg.inputs:
+                if name == "transpose" and not _transposable(blk.bg, ins[0]):
                     self.stats.pruned["layout"] += 1
                     continue
                 for attrs, akey in self._attr_choices(name, [blk.bg.types[i] for i in ins]):
@@ -616,6 +613,17 @@ class Searcher:
         if name == "concat":
             return [{"dim": len(types[0].dims) - 1}]
         return [{}]
+
+
+def _transposable(bg: BlockGraph, t: int) -> bool:
+    """A transpose's term is its operand's, so the oracle keeps every one. Worth trying only
+    on a loaded tile (the emitter folds it into the load) or on the result of an op whose
+    meaning depends on the layout (rms_norm's rows): transposing an elementwise op's or a
+    matmul's result equals transposing its operands first, and two transposes cancel."""
+    if t in bg.inputs:
+        return True
+    producer = next(n for n in bg.nodes if t in n.outputs)
+    return producer.op not in ELEMENTWISE | {"matmul", "transpose"}
 
 
 def _inputs_after(n: int, arity: int, last: tuple[Any, ...] | None) -> Iterator[tuple[int, ...]]:
