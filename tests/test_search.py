@@ -148,8 +148,12 @@ def test_order_aware_dedup_keeps_the_route_naive_dedup_loses():
     """From [X], mul(X, X) is explored first and reaches the same tensors as square(X),
     but with a larger last-op key: add(X, X) may no longer follow it. Deduplicating on
     fingerprints alone prunes the square(X) state, and with it the only route to the
-    graph {square(X), add(X, X)}; keying dedup on the canonical order as well keeps it."""
-    spec = _square_add_spec()
+    graph {square(X), add(X, X)}; keying dedup on the canonical order as well keeps it.
+    (The spec spells X² as mul(X, X): the search tries the spec's own ops first.)"""
+    spec = mp.new_kernel_graph()
+    x = spec.new_input((8, 8), "float32", "X")
+    spec.mark_output(spec.mul(x, x), "Y1")
+    spec.mark_output(spec.add(x, x), "Y2")
     cfg = get_config("default", max_customized=0, kernel_ops=("mul", "square", "add"), max_kernel_ops=2)
     target = mp.new_kernel_graph()
     x = target.new_input((8, 8), "float32", "X")

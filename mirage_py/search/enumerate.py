@@ -39,7 +39,7 @@ from ..ir.dtypes import ITEMSIZE
 from ..ir.errors import GraphError
 from ..ir.expr_rules import RULES, Term
 from ..ir.graph import BlockGraph, Graph, KernelGraph, Map3, TensorType
-from ..ir.ops import ELEMENTWISE, get_op
+from ..ir.ops import ACCUMULATORS, ELEMENTWISE, get_op
 from .absexpr import NARROW_AXIOMS, EgglogOracle, output_terms
 from .config import SearchConfig, grid_candidates
 from .reduce import Reduction, lift, reduce_spec
@@ -660,7 +660,17 @@ def _op_sets(spec: KernelGraph, cfg: SearchConfig) -> tuple[tuple[str, ...], tup
     used = sorted({n.op for n in spec.nodes} - _NEVER_ADDED - {"customized"})
     kernel = cfg.kernel_ops + tuple(o for o in used if o not in cfg.kernel_ops and get_op(o).level != "block")
     block = cfg.block_ops + tuple(o for o in used if o not in cfg.block_ops and get_op(o).level != "kernel")
-    return kernel, block
+    # Promising first: the spec's own ops (and the accumulators that tile its reductions)
+    # before the rest, so that a time-limited depth-first run tries rms_norm on a tile
+    # before the square/sum/sqrt/div subtrees that spell it out.
+    # In the order the spec first applies them (rms_norm, transpose, then the matmul on
+    # qknorm), which is the order a fused kernel applies them too.
+    first = list(dict.fromkeys(n.op for n in spec.nodes)) + sorted(ACCUMULATORS)
+    return _first(kernel, first), _first(block, first)
+
+
+def _first(ops: tuple[str, ...], first: list[str]) -> tuple[str, ...]:
+    return tuple(o for o in first if o in ops) + tuple(o for o in ops if o not in first)
 
 
 def _spec_constants(spec: KernelGraph) -> list[Fraction]:
