@@ -9,10 +9,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from clitools import invoke
 
 from mirage_py.check import BASELINE_FORMAT, Case, CaseResult, judge, load_baseline, load_manifest
-from mirage_py.cli import cli
 from mirage_py.codegen.nvcc import find_nvcc
 
 pytest.importorskip("onnx")
@@ -39,12 +38,6 @@ tolerance = 0.1
 """
 
 
-def invoke(*args: str) -> Result:
-    try:  # click 8.1 mixes stderr into stdout unless asked not to; 8.2+ keeps both
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(cli, list(args), catch_exceptions=False)
 
 
 def junit(path: Path) -> ET.Element:

@@ -7,19 +7,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from clitools import invoke, save_over_smem_graph
 
 from mirage_py.benchmarks import get_benchmark
-from mirage_py.cli import cli
-from mirage_py.ir import dumps, new_block_graph, new_kernel_graph, save
-
-
-def invoke(*args: str) -> Result:
-    try:
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(cli, list(args), catch_exceptions=False)
+from mirage_py.ir import dumps, new_kernel_graph, save
 
 
 def _softmax(scale: str = "1") -> str:
@@ -68,14 +59,7 @@ def test_emit_rejects_a_graph_not_equivalent_to_its_spec(files: dict[str, Path],
 
 
 def test_emit_over_the_shared_memory_limit_is_a_usage_error(tmp_path: Path) -> None:
-    g = new_kernel_graph()
-    x = g.new_input((64, 8192), "float16", "X")
-    w = g.new_input((8192, 64), "float16", "W")
-    bg = new_block_graph((1, 1, 1), 1)
-    bg.new_output(bg.matmul(bg.new_input(x, (-1, -1, -1)), bg.new_input(w, (-1, -1, -1))), (-1, -1, -1))
-    (y,) = g.customized([x, w], bg)
-    g.mark_output(y, "Y")
-    save(g, tmp_path / "big.json")
+    save_over_smem_graph(tmp_path / "big.json")
     r = invoke("emit", str(tmp_path / "big.json"), "-o", str(tmp_path / "out"), "--target", "sm_80")
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()

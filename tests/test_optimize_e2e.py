@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from clitools import invoke, save_over_smem_graph
 
 from mirage_py.benchmarks import all_benchmarks
-from mirage_py.cli import cli
 from mirage_py.frontends import FrontendResult, load_input, select_outputs
 from mirage_py.ir import load, new_kernel_graph, run_float, save
 from mirage_py.ir.errors import InputError
-from mirage_py.ir.graph import new_block_graph
 from mirage_py.pipeline import guess_preset
 
 onnx = pytest.importorskip("onnx")
@@ -33,12 +32,6 @@ FINDS = {"gated_mlp": 2000, "rmsnorm": 5000, "ntrans": 2000}
 REPORT_KEYS = ("found", "verified", "trials", "error_bound", "cache_hit", "version", "seed", "machine")
 
 
-def invoke(*args: str) -> Result:
-    try:  # click 8.1 mixes stderr into stdout unless asked not to; 8.2+ keeps both
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(cli, list(args), catch_exceptions=False)
 
 
 def optimize(inp: str | Path, out: Path, *extra: str) -> dict[str, Any]:
@@ -323,22 +316,12 @@ def _unsupported_onnx(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _over_smem(path: Path) -> None:
-    """One customized kernel that keeps two 1 MB tiles in shared memory: no plan fits."""
-    g = new_kernel_graph()
-    x = g.new_input((64, 8192), "float16", "X")
-    w = g.new_input((8192, 64), "float16", "W")
-    bg = new_block_graph((1, 1, 1), 1)
-    bg.new_output(bg.matmul(bg.new_input(x, (-1, -1, -1)), bg.new_input(w, (-1, -1, -1))), (-1, -1, -1))
-    (y,) = g.customized([x, w], bg)
-    g.mark_output(y, "Y")
-    save(g, path)
 
 
 def _bad_inputs(d: Path) -> dict[str, tuple[list[str], str]]:
     _unsupported_onnx(d / "sine.onnx")
     (d / "broken.py").write_text("raise RuntimeError('no weights here')\n")
-    _over_smem(d / "big.json")
+    save_over_smem_graph(d / "big.json")
     (d / "spec.json").write_text(json.dumps({"schema": "mirage-py.graph.v0"}))
     gm = str(EXAMPLES / "gated_mlp.onnx")
     return {
@@ -379,7 +362,7 @@ def test_bad_input_is_exit_2_and_nothing_in_out(case: str, tmp_path: Path) -> No
 
 
 def test_failure_leaves_an_existing_out_as_it_was(tmp_path: Path) -> None:
-    _over_smem(tmp_path / "big.json")
+    save_over_smem_graph(tmp_path / "big.json")
     out = tmp_path / "out"
     out.mkdir()
     (out / "marker").write_text("old")

@@ -1,0 +1,31 @@
+"""Helpers shared by the CLI tests (imported by name: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from mirage_py.cli import cli
+from mirage_py.ir import new_block_graph, new_kernel_graph, save
+
+
+def invoke(*args: str) -> Result:
+    """Run the CLI in-process; anything escaping the exit-code policy fails the test."""
+    try:  # click 8.1 mixes stderr into stdout unless asked not to; 8.2+ keeps both
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        runner = CliRunner()
+    return runner.invoke(cli, list(args), catch_exceptions=False)
+
+
+def save_over_smem_graph(path: Path) -> None:
+    """One customized kernel that keeps two 1 MB tiles in shared memory: no plan fits."""
+    g = new_kernel_graph()
+    x = g.new_input((64, 8192), "float16", "X")
+    w = g.new_input((8192, 64), "float16", "W")
+    bg = new_block_graph((1, 1, 1), 1)
+    bg.new_output(bg.matmul(bg.new_input(x, (-1, -1, -1)), bg.new_input(w, (-1, -1, -1))), (-1, -1, -1))
+    (y,) = g.customized([x, w], bg)
+    g.mark_output(y, "Y")
+    save(g, path)
