@@ -1,8 +1,11 @@
-"""Helpers shared by the CLI tests (imported by name: pytest puts tests/ on sys.path)."""
+"""Helpers shared by the tests (imported by name: pytest puts tests/ on sys.path)."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from click.testing import CliRunner, Result
 
@@ -29,3 +32,14 @@ def save_over_smem_graph(path: Path) -> None:
     (y,) = g.customized([x, w], bg)
     g.mark_output(y, "Y")
     save(g, path)
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    """Load a Python file (an emitted module.py, an example, a script) as module `name`.
+    Registered in sys.modules first: dataclasses look their module up while it loads."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -5,7 +5,6 @@ and equivalence with the benchmarks' small specs)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from clitools import import_file
 from onnx import TensorProto, helper, numpy_helper
 
 from mirage_py.benchmarks import get_benchmark
@@ -470,11 +470,7 @@ def test_external_data_and_its_absence(tmp_path: Path) -> None:
 
 
 def _make_examples() -> Any:
-    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make_examples.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(EXAMPLES / "make_examples.py", "make_examples")
 
 
 def test_examples_are_up_to_date_and_small(tmp_path: Path) -> None:

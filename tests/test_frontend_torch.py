@@ -4,7 +4,6 @@ equivalent to the benchmarks' specs, and every bad input is one InputError line.
 
 from __future__ import annotations
 
-import importlib.util
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +13,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from clitools import import_file  # noqa: E402
 
 from mirage_py.benchmarks import get_benchmark  # noqa: E402
 from mirage_py.frontends import FrontendResult, load_input  # noqa: E402
@@ -28,11 +29,7 @@ EXAMPLES = HERE.parent / "examples" / "models.py"
 
 
 def _import(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_test_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(path, f"_test_{path.stem}")
 
 
 def load(name: str, path: Path = MODULES, dtype: str | None = None, **dims: tuple[int, ...]) -> FrontendResult:

@@ -5,7 +5,6 @@ and skip with the runner's own reason when there is none."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import import_file
 
 from mirage_py.codegen import gpu
 from mirage_py.codegen.gpu import (
@@ -189,11 +189,7 @@ def test_gpu_timing_flushes_l2_and_reports_a_median():
 @functools.cache
 def _gpu_check():
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = mod  # dataclasses look their module up while it loads
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(path, "gpu_check")
 
 
 def test_kendall_tau_matches_scipy():

@@ -3,12 +3,12 @@ checks with clear errors, weights from weights.npz, device choice, and running."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import import_file
 
 from mirage_py.codegen.gpu import GpuError, gpu_available, to_bf16_bits
 from mirage_py.codegen.module_template import (
@@ -70,9 +70,7 @@ def test_write_module_writes_a_loadable_file(tmp_path):
     text = path.read_text()
     assert "mirage_py" in text and "installed" in text  # says what it needs
     assert "inputs X;" in text and "f(X=x)" in text  # the weight is not a call argument
-    spec = importlib.util.spec_from_file_location("emitted_module", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = import_file(path, "emitted_module")
     prog = mod.load("cpu")
     assert isinstance(prog, Program) and prog.out == out.resolve() and prog.device == "cpu"
     assert prog.input_names == ["X"] and prog.output_names == ["Y"]
@@ -177,9 +175,7 @@ def _reference(g, host):
 
 def test_cpu_module_runs_the_emitted_kernels(rmsnorm_out):
     out, g, host = rmsnorm_out
-    spec = importlib.util.spec_from_file_location("rms_module", out / "module.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = import_file(out / "module.py", "rms_module")
     f = mod.load("cpu")
     assert f.input_names == ["X"]  # W is bound from weights.npz
     y = f(X=host["X"])["Y"]

@@ -5,7 +5,6 @@ reference, `--dtype` retypes the program, and bad inputs are exit 2 with nothing
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import Result
-from clitools import invoke, save_over_smem_graph
+from clitools import import_file, invoke, save_over_smem_graph
 
 from mirage_py.benchmarks import all_benchmarks
 from mirage_py.frontends import FrontendResult, load_input, select_outputs
@@ -41,11 +40,7 @@ def optimize(inp: str | Path, out: Path, *extra: str) -> dict[str, Any]:
 
 
 def import_module(out: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_out_module_{out.name}", out / "module.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(out / "module.py", f"_out_module_{out.name}")
 
 
 def check_out(out: Path, report: dict[str, Any], weights: set[str]) -> None:
@@ -192,11 +187,7 @@ def test_optimize_torch_gated_mlp(tmp_path: Path) -> None:
 
 
 def _import_models() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_e2e_models", EXAMPLES / "models.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return import_file(EXAMPLES / "models.py", "_e2e_models")
 
 
 @pytest.mark.slow  # a search that finds (3000 states) and an emulation build: about 25 s
