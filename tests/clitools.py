@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -43,3 +44,10 @@ def import_file(path: Path, name: str) -> ModuleType:
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT. A job started in the
+    background by a non-interactive shell (as CI may start the test run) inherits SIGINT
+    ignored, and Python keeps an ignored SIGINT ignored: the child would never see it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clitools import default_sigint
 from test_cache import SPEC, TINY  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 from mirage_py.search.cache import ResultCache
@@ -119,7 +120,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 def _interrupt(cmd: list[str], db: Path, sig: int) -> subprocess.CompletedProcess[str]:
     """Start `cmd`, wait until its first sub-space is recorded, send `sig`."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     while _recorded(db) < 1:
         assert p.poll() is None, "the search ended before a sub-space was recorded"

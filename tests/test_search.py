@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import default_sigint
 
 import mirage_py as mp
 from mirage_py.benchmarks import all_benchmarks, get_benchmark
@@ -265,6 +266,7 @@ def test_sigint_returns_the_best_so_far(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     assert p.stderr is not None
     for line in p.stderr:  # wait until the search itself runs
