@@ -1,13 +1,14 @@
 """Finite-field verifier cost per benchmark: one trial of the spec and of the expert, the
 default trial count and its error bound, against the same matmuls in plain float64 NumPy.
 
-Usage: python benchmarks/bench_verify.py [--repeats N] [--size paper|small] [--batch B] [--clock cpu|wall]
+Usage: python benchmarks/bench_verify.py [--repeats N] [--size paper|small] [--batch B] [--only NAMES] [--clock cpu|wall]
 
 Columns: `sample` draws one trial's inputs (shared by both graphs; into the previous
 trial's arrays, as `equivalent` does); `spec`, `expert` run one graph over one field and
 take its outputs' residues (median of N); `trial` is the three together; `matmul` is the spec's matmuls alone in float64
-NumPy on arrays of the same shapes, measured in the same run (the floor: a trial must do at
-least this arithmetic); `ratio` is graph / matmul; `verify` is a full `equivalent` call at
+NumPy on arrays of the same shapes, measured in the same rounds as the graphs (each round
+runs the floor, the spec and every expert once; the floor: a trial must do at least this
+arithmetic); `ratio` is graph / matmul; `verify` is a full `equivalent` call at
 the default trial count (inputs, both graphs, every trial) and `bound` its error bound.
 
 Times are this thread's CPU time by default (`--clock cpu`): every measured call is
@@ -43,13 +44,24 @@ from mirage_py.verify.fields import DEFAULT_FIELD, FIELDS, exp_table_ext, invers
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, clock: Callable[[], float] = time.thread_time) -> float:
-    fn()  # warm-up
-    times = []
+    return interleaved_medians([fn], repeats, clock)[0]
+
+
+def interleaved_medians(
+    fns: list[Callable[[], object]], repeats: int, clock: Callable[[], float] = time.thread_time
+) -> list[float]:
+    """The median time of each of `fns`, measured in rounds (each once per round), so that
+    the load of a shared machine, which drifts over seconds, falls alike on all of them:
+    a ratio of two of them is then not biased by when each happened to be measured."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t = clock()
-        fn()
-        times.append(clock() - t)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t = clock()
+            fn()
+            ts.append(clock() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def one_run(g: KernelGraph, ins: dict[str, FFTensor]) -> Callable[[], object]:
@@ -74,6 +86,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--size", choices=("paper", "small"), default="paper")
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--only", default=None, help="comma-separated benchmark names (default: all)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="thread CPU time or wall time")
     args = ap.parse_args()
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
@@ -91,15 +104,21 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, b in all_benchmarks().items():
+        if args.only and name not in args.only.split(","):
+            continue
         spec = b.spec(args.size, args.batch)
         shapes = [spec.types[t].dims for t in spec.inputs]
         ins = sample_inputs(spec.input_names, shapes, 0)
         # As in `equivalent`: each trial overwrites the previous trial's input arrays.
         t_sample = median_seconds(partial(sample_inputs, spec.input_names, shapes, 1, reuse=ins), args.repeats, clock)
-        t_spec = median_seconds(one_run(spec, ins), args.repeats, clock)
-        t_mm = median_seconds(matmul_floor(spec), args.repeats, clock)
-        for ename, ex in b.experts(args.size, args.batch).items():
-            t_ex = median_seconds(one_run(ex, ins), args.repeats, clock)
+        experts = b.experts(args.size, args.batch)
+        # The floor and every graph in the same rounds (see interleaved_medians).
+        t_mm, t_spec, *t_exs = interleaved_medians(
+            [matmul_floor(spec), one_run(spec, ins)] + [one_run(ex, ins) for ex in experts.values()],
+            args.repeats,
+            clock,
+        )
+        for (ename, ex), t_ex in zip(experts.items(), t_exs):
             t = clock()
             v = equivalent(spec, ex)
             t_verify = clock() - t
