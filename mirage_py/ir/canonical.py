@@ -75,17 +75,19 @@ def _ordered_live(g: Graph, nodes: list[Node], outputs: list[int], keys: dict[in
             live[k] = n
             stack.extend(prod[i] for i in n.inputs if i in prod)
     waiting = {k: {keys[i] for i in n.inputs if i in prod} for k, n in live.items()}
-    users: dict[str, list[str]] = {}
+    # A set per producer: a consumer of two outputs of one multi-output node (flash
+    # decoding's combine reads O_part and L_part) must be released once, not once per edge.
+    users: dict[str, set[str]] = {}
     for k, deps in waiting.items():
         for d in deps:
-            users.setdefault(d.split(".")[0] + ".0", []).append(k)
+            users.setdefault(d.split(".")[0] + ".0", set()).add(k)
     ready = [k for k, deps in waiting.items() if not deps]
     heapq.heapify(ready)
     order: list[Node] = []
     while ready:
         k = heapq.heappop(ready)
         order.append(live[k])
-        for u in users.get(k, []):
+        for u in sorted(users.get(k, ())):
             waiting[u] = {d for d in waiting[u] if d.split(".")[0] + ".0" != k}
             if not waiting[u]:
                 heapq.heappush(ready, u)
