@@ -18,11 +18,14 @@ from clitools import default_sigint
 
 import mirage_py as mp
 from mirage_py.benchmarks import all_benchmarks, get_benchmark
+from mirage_py.benchmarks._common import EPS
 from mirage_py.ir import graph_hash
+from mirage_py.ir.expr_rules import RULES, transpose
 from mirage_py.pipeline import OptimizeOptions, run_search
-from mirage_py.search.absexpr import NARROW_AXIOMS, EgglogOracle, Z3Reference, all_terms, output_terms
+from mirage_py.search.absexpr import NARROW_AXIOMS, EgglogOracle, Z3Reference, all_terms, spec_terms
 from mirage_py.search.config import get_config
 from mirage_py.search.cost import simple_cost_us
+from mirage_py.search import enumerate as search_enumerate
 from mirage_py.search.enumerate import Budget, Searcher
 from mirage_py.search.evaluate import FFEvaluator
 from mirage_py.verify import equivalent
@@ -47,7 +50,7 @@ def oracles() -> dict[str, tuple[mp.KernelGraph, EgglogOracle]]:
     out = {}
     for name in BENCHES:
         spec = get_benchmark(name).spec("small")
-        out[name] = (spec, EgglogOracle(output_terms(spec)))
+        out[name] = (spec, EgglogOracle(spec_terms(spec)))
     return out
 
 
@@ -64,7 +67,7 @@ def test_narrow_oracle_keeps_every_term_of_every_expert(name, oracles):
     """The search's first pass (no associativity or distributivity) still reaches every
     expert; on nTrans it is three orders of magnitude smaller than the full e-graph."""
     spec, wide = oracles[name]
-    narrow = EgglogOracle(output_terms(spec), axioms=NARROW_AXIOMS)
+    narrow = EgglogOracle(spec_terms(spec), axioms=NARROW_AXIOMS)
     assert len(narrow) <= len(wide)
     for label, expert in get_benchmark(name).experts("small").items():
         missing = [t for t in all_terms(expert) if not narrow.contains(t)]
@@ -118,11 +121,35 @@ def test_hashcons_lookup_agrees_with_egglog_check(name, oracles):
     assert any(answers) and not all(answers)
 
 
+def test_transposes_reach_the_variables_and_a_wrong_layout_matmul_is_pruned(oracles):
+    """A transpose's term is pushed down to the variables, so layout survives in terms:
+    on qknorm's square 64 x 64 tiles, rms(Q) @ rms(K) (K untransposed) has the shape of
+    the spec's rms(Q) @ rms(K)ᵀ and used to pass the oracle as the same term."""
+    spec, oracle = oracles["qknorm"]
+    d = spec.types[spec.inputs[0]].dims[-1]
+    tile = (1, d, d)
+
+    def rms(v: str) -> tuple:
+        return RULES["rms_norm"]([("var", v)], [tile], {"eps": EPS}, 1)
+
+    def matmul(a: tuple, b: tuple) -> tuple:
+        return RULES["matmul"]([a, b], [tile, tile], {}, 1)
+
+    q, k = rms("Q"), rms("K")
+    assert transpose(transpose(k)) == k
+    assert transpose(matmul(q, k)) == matmul(transpose(k), transpose(q))
+    assert oracle.contains(k) and oracle.contains(transpose(k))  # normalized, then transposed
+    assert oracle.contains(matmul(q, transpose(k)))
+    assert not oracle.contains(matmul(q, k))
+    assert not oracle.contains(matmul(k, transpose(q)))  # the scores transposed
+    assert not oracle.contains(transpose(("var", "V")))
+
+
 def test_egglog_and_z3_agree_on_a_corpus():
     """z3 states the same axioms; on the rmsnorm corpus it confirms what the oracle keeps
     and never confirms what the oracle rejects (z3 may only give up: unknown)."""
     spec = get_benchmark("rmsnorm").spec("small")
-    terms = output_terms(spec)
+    terms = spec_terms(spec)
     oracle, ref = EgglogOracle(terms), Z3Reference(terms, timeout_ms=3000)
     positives = list(dict.fromkeys(all_terms(get_benchmark("rmsnorm").expert("small"))))
     for t in positives:
@@ -178,6 +205,18 @@ def test_canonical_order_builds_each_graph_once():
     assert r.stats.stop_reason == "exhausted"
     # Four graphs give (X², 2X): {mul|square} x add, in one order each.
     assert len(r.matched) == 2 and s.stats.matches == 2
+
+
+def test_value_memo_does_not_change_the_search(monkeypatch):
+    """Op values are memoized on the op and its inputs' fingerprints: the same states,
+    prunings and matches as with the memo off, with fewer values computed."""
+    spec, cfg = get_benchmark("rmsnorm").spec("small"), _restricted_rmsnorm_cfg()
+    memo = _search(spec, cfg, states=600).run()
+    monkeypatch.setattr(search_enumerate, "MEMO_BYTES", 0)
+    plain = _search(spec, cfg, states=600).run()
+    assert memo.matched and memo.matched == plain.matched
+    assert memo.stats.states == plain.stats.states and memo.stats.pruned == plain.stats.pruned
+    assert memo.stats.fingerprints < plain.stats.fingerprints
 
 
 def test_state_budget_stops_with_a_report():

@@ -2,12 +2,16 @@
 
 An abstract expression forgets indices and keeps the algebra: inputs are variables, a
 matmul is red(k, bmul(a, b)), an accumulator is red over the loop extent. Layout is
-forgotten too: a transpose's term is its operand's. The search keeps
-a new op only if its term is a subexpression of the spec's term under the axioms in
+kept only as far as transposes go: `transpose(t)` pushes the transposition down to the
+variables (T(a + b) = T a + T b, T(a @ b) = T b @ T a, T(T a) = a), so equal layouts give
+equal terms and a matmul of an untransposed square tile does not pass for the spec's
+a @ bᵀ. A reduction does not say which dim it runs over, so T goes through every `red`
+(sound: it can only make more terms equal). The search keeps a new op only if its term is a subexpression of the spec's term under the axioms in
 mirage_py/search/absexpr.py. Terms are plain nested tuples (hashable, cheap to intern):
 
     ("var", name)  ("const", "p/q")  ("red", n, t)  (op, t1, ..., tk) for add/mul/bmul/
-    div/exp/sqrt/sigmoid/relu/gelu:<approx>/pow:<p/q>/concat.
+    div/exp/sqrt/sigmoid/relu/gelu:<approx>/pow:<p/q>/concat, and ("transpose", t) with t
+    a variable or a concat (the only places a transposition stops).
 
 Rules are written so that equal computations get equal terms: square is mul(x, x), silu
 is mul(x, sigmoid(x)), sub is add(a, mul(b, -1)), rms_norm is its composition.
@@ -51,6 +55,22 @@ def matmul(a: Term, b: Term, k: int) -> Term:
     return red(k, ("bmul", a, b))
 
 
+def transpose(t: Term) -> Term:
+    """T(t) in normal form: the transposition is pushed to the leaves (see the docstring)."""
+    head = t[0]
+    if head == "const":  # a scalar
+        return t
+    if head == "transpose":
+        return t[1]
+    if head in ("var", "concat"):  # concat joins along the last dim: T of it has no other spelling
+        return ("transpose", t)
+    if head == "red":
+        return ("red", t[1], transpose(t[2]))
+    if head == "bmul":
+        return ("bmul", transpose(t[2]), transpose(t[1]))
+    return (head, *(transpose(x) for x in t[1:]))
+
+
 def rms(x: Term, n: int, eps: Fraction) -> Term:
     mean_sq = mul(red(n, mul(x, x)), const(Fraction(1, n)))
     return ("sqrt", add(mean_sq, const(eps)))
@@ -88,7 +108,7 @@ RULES: dict[str, Any] = {
     "mul": lambda a, d, at, f: mul(a[0], a[1]),
     "div": lambda a, d, at, f: div(a[0], a[1]),
     "reduce_sum": lambda a, d, at, f: red(d[0][at["dim"]] // at["size"], a[0]),
-    "transpose": lambda a, d, at, f: a[0],
+    "transpose": lambda a, d, at, f: transpose(a[0]),
     "concat": lambda a, d, at, f: ("concat", a[0], a[1]),
     "rms_norm": lambda a, d, at, f: div(a[0], rms(a[0], d[0][-1], at["eps"])),
     "concat_matmul": lambda a, d, at, f: add(matmul(a[0], a[2], d[0][-1]), matmul(a[1], a[3], d[1][-1])),

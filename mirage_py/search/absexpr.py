@@ -52,9 +52,14 @@ def block_terms(bg: BlockGraph, args: Sequence[Term]) -> list[Term]:
     return walk(bg, list(args), lambda n, a: node_terms(bg, n, a, bg.forloop_range))
 
 
-def output_terms(kg: KernelGraph) -> list[Term]:
+def spec_terms(kg: KernelGraph) -> list[Term]:
+    """What a candidate's terms may be subexpressions of: the outputs', then every other
+    tensor's. The others are subterms of the outputs' except where a transpose hid them
+    (rms_norm(K) is in q @ rms_norm(K)ᵀ only transposed, expr_rules.transpose), and an
+    expert that normalizes a K tile before transposing it needs that term."""
     env = graph_terms(kg)
-    return [env[o] for o in kg.outputs]
+    outs = [env[o] for o in kg.outputs]
+    return outs + [t for t in dict.fromkeys(env[i] for n in kg.nodes for i in n.outputs) if t not in outs]
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from ..ir.graph import KernelGraph, Map3
@@ -18,6 +19,8 @@ from ..ir.graph import KernelGraph, Map3
 # A100 (sm_80) 163 KB opt-in, H100 (sm_90) 227 KB opt-in (CUDA C++ Programming Guide,
 # "Compute capabilities", table of technical specifications).
 SMEM_LIMIT = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
+# Streaming multiprocessors: A100 108, H100 SXM 132 (the whitepapers cited in codegen/cost.py).
+SM_COUNT = {"sm_80": 108, "sm_90": 132}
 
 # Ops the search explores (the IR has more). As in Mirage, no reductions other than the
 # accumulators: an abstract expression does not say which dim a reduction runs over, so a
@@ -110,4 +113,8 @@ def grid_candidates(spec: KernelGraph, cfg: SearchConfig) -> list[Map3]:
                 if d % w == 0 and 1 < d // w and batch * (d // w) <= cfg.max_blocks:
                     push((batch, d // w, 1))
         push((batch, 16, 4))
-    return out
+    # Promising first: grids that fill the GPU about once (blocks near the SM count) before
+    # those that leave SMs idle or run in waves. Depth first, the first grids take most of
+    # a time-limited run; generated order put flash decoding's (2, 16, 4) last of 14.
+    sms = SM_COUNT[cfg.target]
+    return sorted(out, key=lambda g: abs(math.log2(math.prod(g) / sms)))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -40,7 +40,7 @@ from ..ir.errors import GraphError
 from ..ir.expr_rules import RULES, Term
 from ..ir.graph import BlockGraph, Graph, KernelGraph, Map3, TensorType
 from ..ir.ops import ACCUMULATORS, ELEMENTWISE, get_op
-from .absexpr import NARROW_AXIOMS, EgglogOracle, output_terms
+from .absexpr import NARROW_AXIOMS, EgglogOracle, spec_terms
 from .config import SearchConfig, grid_candidates
 from .reduce import Reduction, lift, reduce_spec
 
@@ -176,7 +176,7 @@ class Searcher:
         self.subspace = subspace
         self.progress = progress
         self.stats = SearchStats()
-        self.spec_terms = output_terms(spec)
+        self.spec_terms = spec_terms(spec)
         # Two passes when the narrow axioms prune more: the narrow one finds the usual
         # rewrites fast, the full one then covers reassociated and distributed forms.
         wide, narrow = EgglogOracle(self.spec_terms), EgglogOracle(self.spec_terms, axioms=NARROW_AXIOMS)
@@ -194,6 +194,8 @@ class Searcher:
         self.matched: set[str] = set()  # hashes of every lifted match, verified or not
         self.seen: dict[Any, tuple[Any, ...] | None] = {}
         self._attr_cache: dict[Any, list[tuple[dict[str, Any], tuple[Any, ...]]]] = {}
+        self._memo: OrderedDict[Any, tuple[Any, bytes]] = OrderedDict()
+        self._memo_bytes = 0
         self._t0 = 0.0
 
     # -- driver ------------------------------------------------------------------------
@@ -395,9 +397,7 @@ class Searcher:
         reason = self._too_big(g)
         if reason is None:
             try:
-                val = self.ev.apply(g, len(g.nodes) - 1, [vals[i] for i in ins], lead)[0]
-                self.stats.fingerprints += 1
-                fp = self.ev.key(val)
+                val, fp = self._value(g, key, [vals[i] for i in ins], [keys[i] for i in ins], lead)
                 if fp not in keys:
                     return val, fp, term
                 reason = "duplicate"
@@ -406,6 +406,26 @@ class Searcher:
         g.pop_node()
         self.stats.pruned[reason] += 1
         return None
+
+    def _value(self, g: Graph, key: tuple[Any, ...], args: list[Any], arg_keys: list[bytes], lead: int) -> tuple[Any, bytes]:
+        """The last op's value and fingerprint, memoized on the op and its inputs'
+        fingerprints: depth first, the same tile op (a 64 x 64 matmul over 512 blocks and
+        iterations, 20 ms) is rebuilt in every branch that reorders what came before it.
+        Equal fingerprints stand for equal values, as dedup already assumes."""
+        grid = (g.grid_dims, g.forloop_range) if isinstance(g, BlockGraph) else None
+        memo_key = (key[1], key[3], tuple(arg_keys), lead, grid)
+        if memo_key in self._memo:
+            self._memo.move_to_end(memo_key)
+            return self._memo[memo_key]
+        val = self.ev.apply(g, len(g.nodes) - 1, args, lead)[0]
+        self.stats.fingerprints += 1
+        made = val, self.ev.key(val)
+        self._memo[memo_key] = made
+        self._memo_bytes += _nbytes(val)
+        while self._memo_bytes > MEMO_BYTES and len(self._memo) > 1:
+            _, (old, _) = self._memo.popitem(last=False)
+            self._memo_bytes -= _nbytes(old)
+        return made
 
     def _too_big(self, g: Graph) -> str | None:
         """ "resource" if the last op's value or (block level) shared memory is over limit."""
@@ -419,15 +439,11 @@ class Searcher:
     def _customized_actions(self, st: _Kernel) -> Iterator[Callable[[], None]]:
         if st.customized >= self.max_customized:
             return
-        n = len(st.g.types)
-        max_in = 4 if "concat_matmul" in self.block_ops else 3
-        # More inputs first: fusing more of the program is what wins.
-        for k in range(min(max_in, n), 0, -1):
-            for ins in itertools.combinations(range(n), k):
-                for grid in self.grids:
-                    for f in self.cfg.forloop_ranges:
-                        for maps in self._input_maps(st, ins, grid, f):
-                            yield partial(self._open, st, ins, grid, f, maps)
+        for ins in _customized_inputs(len(st.g.types), st.g.nodes[-1].outputs if st.g.nodes else [], self.block_ops):
+            for grid in self.grids:
+                for f in self.cfg.forloop_ranges:
+                    for maps in self._input_maps(st, ins, grid, f):
+                        yield partial(self._open, st, ins, grid, f, maps)
 
     def _input_maps(self, st: _Kernel, ins: tuple[int, ...], grid: Map3, f: int) -> Iterator[list[tuple[Map3, int]]]:
         per_input = [self._maps_for(st.g.types[i], grid, f) for i in ins]
@@ -615,11 +631,29 @@ class Searcher:
         return [{}]
 
 
+def _customized_inputs(n: int, newest: Sequence[int], block_ops: Sequence[str]) -> list[tuple[int, ...]]:
+    """Input sets of a customized op over n kernel tensors, promising first: those made of
+    the last op's outputs alone (a kernel that consumes what the previous one produced:
+    flash decoding's combine after its split-KV kernel), then those with more of them,
+    fewer other tensors, more inputs (fusing more of the program is what wins). Depth
+    first, the order decides what a time-limited run reaches: the combine's (O_part,
+    L_part) came after every 3-input set, each a large subtree re-deriving attention."""
+    max_in = 4 if "concat_matmul" in block_ops else 3
+    new = set(newest)
+    sets = [ins for k in range(1, min(max_in, n) + 1) for ins in itertools.combinations(range(n), k)]
+
+    def rank(ins: tuple[int, ...]) -> tuple[int, int, int]:
+        fresh = sum(i in new for i in ins)
+        return (fresh < len(ins) if fresh else 2, -fresh, -len(ins))
+
+    return sorted(sets, key=rank)  # stable: lexicographic within a rank
+
+
 def _transposable(bg: BlockGraph, t: int) -> bool:
-    """A transpose's term is its operand's, so the oracle keeps every one. Worth trying only
-    on a loaded tile (the emitter folds it into the load) or on the result of an op whose
-    meaning depends on the layout (rms_norm's rows): transposing an elementwise op's or a
-    matmul's result equals transposing its operands first, and two transposes cancel."""
+    """Worth trying only on a loaded tile (the emitter folds it into the load) or on the
+    result of an op whose meaning depends on the layout (rms_norm's rows): transposing an
+    elementwise op's or a matmul's result has the term of transposing its operands first
+    (expr_rules.transpose), and two transposes cancel."""
     if t in bg.inputs:
         return True
     producer = next(n for n in bg.nodes if t in n.outputs)
@@ -660,12 +694,15 @@ def _op_sets(spec: KernelGraph, cfg: SearchConfig) -> tuple[tuple[str, ...], tup
     used = sorted({n.op for n in spec.nodes} - _NEVER_ADDED - {"customized"})
     kernel = cfg.kernel_ops + tuple(o for o in used if o not in cfg.kernel_ops and get_op(o).level != "block")
     block = cfg.block_ops + tuple(o for o in used if o not in cfg.block_ops and get_op(o).level != "kernel")
-    # Promising first: the spec's own ops (and the accumulators that tile its reductions)
-    # before the rest, so that a time-limited depth-first run tries rms_norm on a tile
-    # before the square/sum/sqrt/div subtrees that spell it out.
-    # In the order the spec first applies them (rms_norm, transpose, then the matmul on
-    # qknorm), which is the order a fused kernel applies them too.
-    first = list(dict.fromkeys(n.op for n in spec.nodes)) + sorted(ACCUMULATORS)
+    # Promising first: the accumulators that tile the spec's reductions, then the spec's
+    # own ops before the rest, so that a time-limited depth-first run tries rms_norm on a
+    # tile before the square/sum/sqrt/div subtrees that spell it out; the spec's ops in the
+    # order it first applies them (rms_norm, transpose, then the matmul on qknorm), which
+    # is the order a fused kernel applies them too. Accumulators first because the
+    # canonical order builds a row sum of exp(q @ k) before the matmul with V that uses the
+    # same exp: with matmul first, that matmul's whole subtree (each closing starting a
+    # second kernel) came before flash decoding's first kernel.
+    first = sorted(ACCUMULATORS) + list(dict.fromkeys(n.op for n in spec.nodes))
     return _first(kernel, first), _first(block, first)
 
 
@@ -690,6 +727,16 @@ def _spec_constants(spec: KernelGraph) -> list[Fraction]:
 # evaluated (a gated_mlp search at paper size otherwise built a 4096 x 262144 kernel matmul
 # and ran out of 24 GB).
 MAX_VALUE_ELEMENTS = 1 << 24
+
+
+# Bytes of op values the search keeps memoized (Searcher._value), least recently used out.
+MEMO_BYTES = 1 << 30
+
+
+def _nbytes(v: Any) -> int:
+    """About what a memoized value holds: its residue arrays (p, and q when it has one)."""
+    a = getattr(getattr(v, "p", None), "a", None)
+    return 2 * int(getattr(a, "nbytes", 0)) + 1
 
 
 def node_out(bg: BlockGraph) -> int:

@@ -23,7 +23,7 @@ from .enumerate import PruneValue
 # stays below 2^53, where float64 sums of integers are exact.
 _ROW = 1 << 8
 _MAX_ABS = float(1 << 21)
-_SAMPLE = 1 << 15  # positions a fingerprint reads in a bigger tensor
+_SAMPLE = 1 << 12  # positions a fingerprint reads in a bigger tensor
 
 
 class FFEvaluator:
@@ -55,7 +55,7 @@ class FFEvaluator:
 
     def key(self, v: FFTensor) -> bytes:
         """Shape plus three random linear combinations mod p of each 256-element row of
-        the p-residues at up to 2^15 fixed sampled positions (the same positions for every
+        the p-residues at up to 2^12 fixed sampled positions (the same positions for every
         tensor of a shape). A combination mod p does not depend on which representative of
         a residue the executor holds, so nothing is canonicalized; with |a| < 2^21, weights
         < 2^20 and rows of 2^8 each row sum is an exact float64 integer. Two tensors that
@@ -63,7 +63,11 @@ class FFEvaluator:
 
         Why sampled: a block input holds every block's copy of its tile (2 M elements for
         a matrix replicated over 512 blocks), and reading whole tensors to fingerprint them
-        was 3/4 of the search's time at paper size. A collision can only cost the search
+        was 3/4 of the search's time at paper size; 2^15 random reads were still half of
+        it on gqa (cache misses over tensors of millions of elements), 2^12 about a tenth. A
+        tensor that differs from another at a fraction r of its positions is told apart
+        unless all 4096 samples miss, probability (1 - r)^4096: about 10^-7 for r = 1/256
+        (one row of a 256-row tile). A collision can only cost the search
         a state or send a candidate to full-shape verification, never admit one."""
         r = v.p
         a = np.asarray(r.a)
