@@ -125,6 +125,10 @@ class PruneValue(Exception):
     field): the op is pruned, never accepted."""
 
 
+class _PassOver(Exception):
+    """A pass used its share of the time limit (Searcher._deadline)."""
+
+
 class _Stop(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -198,6 +202,7 @@ class Searcher:
         self._memo: OrderedDict[Any, tuple[Any, bytes]] = OrderedDict()
         self._memo_bytes = 0
         self._t0 = 0.0
+        self._pass_deadline: float | None = None
 
     # -- driver ------------------------------------------------------------------------
     def run(self) -> SearchResult:
@@ -211,19 +216,22 @@ class Searcher:
         try:
             if self.progress:
                 self.progress(self.stats)  # the search proper starts now
-            for oracle in self.oracles:
-                # Passes of growing scope: the narrow oracle, then the wide one, each first
-                # with one customized op, then with up to the config's limit. Depth first,
-                # a closed block starts a second customized op whose subtree a time-limited
-                # run may never leave; one customized op at a time finds the fused
-                # single-kernel graphs first. A state explored in a narrower pass has a
-                # larger subtree in a wider one: dedup starts afresh; matches already made
-                # are not re-verified.
-                m = self.cfg.max_customized
-                for limit in sorted({min(1, m), m}):
-                    self.oracle, self.max_customized, self.seen = oracle, limit, {}
-                    self.stats.passes += 1
+            # Passes of growing scope: the narrow oracle, then the wide one, each first with
+            # one customized op, then with up to the config's limit. Depth first, a closed
+            # block starts a second customized op whose subtree a time-limited run may never
+            # leave; one customized op at a time finds the fused single-kernel graphs first.
+            # A state explored in a narrower pass has a larger subtree in a wider one: dedup
+            # starts afresh; matches already made are not re-verified.
+            m = self.cfg.max_customized
+            passes = [(o, limit) for o in self.oracles for limit in sorted({min(1, m), m})]
+            for k, (oracle, limit) in enumerate(passes):
+                self.oracle, self.max_customized, self.seen = oracle, limit, {}
+                self.stats.passes += 1
+                self._pass_deadline = self._deadline(len(passes) - k)
+                try:
                     self._kernel(state, top=True)
+                except _PassOver:
+                    pass
         except _Stop as s:
             self.stats.stop_reason = s.reason
         except KeyboardInterrupt:
@@ -232,14 +240,27 @@ class Searcher:
         ranked = sorted(self.found.values(), key=lambda c: (c.cost, c.kernels, c.hash))
         return SearchResult(ranked, self.stats, sorted(self.matched))
 
+    def _deadline(self, passes_left: int) -> float | None:
+        """With a time limit, a pass gets its share of the time left (what an earlier pass
+        did not use goes to the later ones): depth first, a pass that cannot finish would
+        otherwise keep the wider ones (two customized ops: flash decoding) from starting."""
+        if self.budget.time_limit is None or passes_left <= 1:
+            return None
+        now = time.monotonic()
+        return now + (self._t0 + self.budget.time_limit - now) / passes_left
+
     def _tick(self) -> None:
         s = self.stats
         s.states += 1
         if self.budget.max_states is not None and s.states > self.budget.max_states:
             s.states -= 1
             raise _Stop("states")
-        if self.budget.time_limit is not None and time.monotonic() - self._t0 > self.budget.time_limit:
-            raise _Stop("time")
+        if self.budget.time_limit is not None:
+            now = time.monotonic()
+            if now - self._t0 > self.budget.time_limit:
+                raise _Stop("time")
+            if self._pass_deadline is not None and now > self._pass_deadline:
+                raise _PassOver
         if self.progress and s.states % 256 == 0:
             s.seconds = time.monotonic() - self._t0
             self.progress(s)
