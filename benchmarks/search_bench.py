@@ -44,9 +44,7 @@ def main() -> None:
         b = benches[name]
         spec, expert = b.spec("paper", args.batch), b.expert("paper", args.batch)
         t0 = time.monotonic()
-        s = Searcher(
-            spec, get_config(b.preset), FFEvaluator(), _verify, modeled_us, Budget(time_limit=args.time_limit)
-        )
+        s = Searcher(spec, get_config(b.preset), FFEvaluator(), _verify, modeled_us, Budget(time_limit=args.time_limit))
         r = s.run()
         st = r.stats
         total = sum(st.pruned.values()) or 1

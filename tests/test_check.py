@@ -38,8 +38,6 @@ tolerance = 0.1
 """
 
 
-
-
 def junit(path: Path) -> ET.Element:
     root = ET.parse(path).getroot()
     assert root.tag == "testsuites"

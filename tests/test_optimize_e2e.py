@@ -31,8 +31,6 @@ FINDS = {"gated_mlp": 2000, "rmsnorm": 5000, "ntrans": 2000}
 REPORT_KEYS = ("found", "verified", "trials", "error_bound", "cache_hit", "version", "seed", "machine")
 
 
-
-
 def optimize(inp: str | Path, out: Path, *extra: str) -> dict[str, Any]:
     r = invoke("optimize", str(inp), "-o", str(out), "--no-cache", "--json", *extra)
     assert r.exit_code == 0, r.stderr
@@ -305,8 +303,6 @@ def _unsupported_onnx(path: Path) -> None:
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, 8])
     model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(path))
-
-
 
 
 def _bad_inputs(d: Path) -> dict[str, tuple[list[str], str]]:

@@ -22,10 +22,10 @@ from mirage_py.benchmarks._common import EPS
 from mirage_py.ir import graph_hash
 from mirage_py.ir.expr_rules import RULES, transpose
 from mirage_py.pipeline import OptimizeOptions, run_search
+from mirage_py.search import enumerate as search_enumerate
 from mirage_py.search.absexpr import NARROW_AXIOMS, EgglogOracle, Z3Reference, all_terms, spec_terms
 from mirage_py.search.config import get_config
 from mirage_py.search.cost import simple_cost_us
-from mirage_py.search import enumerate as search_enumerate
 from mirage_py.search.enumerate import Budget, Searcher
 from mirage_py.search.evaluate import FFEvaluator
 from mirage_py.verify import equivalent

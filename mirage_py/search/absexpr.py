@@ -97,8 +97,12 @@ AXIOMS: tuple[Axiom, ...] = (
     Axiom("bmul-div-r", ("bmul", "?a", ("div", "?b", "?c")), ("div", ("bmul", "?a", "?b"), "?c")),
     Axiom("bmul-mul-l", ("bmul", ("mul", "?a", "?c"), "?b"), ("mul", ("bmul", "?a", "?b"), "?c")),
     Axiom("bmul-mul-r", ("bmul", "?a", ("mul", "?b", "?c")), ("mul", ("bmul", "?a", "?b"), "?c")),
-    Axiom("bmul-distribute-l", ("bmul", ("add", "?a", "?b"), "?c"), ("add", ("bmul", "?a", "?c"), ("bmul", "?b", "?c"))),
-    Axiom("bmul-distribute-r", ("bmul", "?a", ("add", "?b", "?c")), ("add", ("bmul", "?a", "?b"), ("bmul", "?a", "?c"))),
+    Axiom(
+        "bmul-distribute-l", ("bmul", ("add", "?a", "?b"), "?c"), ("add", ("bmul", "?a", "?c"), ("bmul", "?b", "?c"))
+    ),
+    Axiom(
+        "bmul-distribute-r", ("bmul", "?a", ("add", "?b", "?c")), ("add", ("bmul", "?a", "?b"), ("bmul", "?a", "?c"))
+    ),
 )
 
 # The search's first pass uses the axioms without associativity and distributivity: on a

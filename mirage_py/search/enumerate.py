@@ -429,7 +429,9 @@ class Searcher:
         self.stats.pruned[reason] += 1
         return None
 
-    def _value(self, g: Graph, key: tuple[Any, ...], args: list[Any], arg_keys: list[bytes], lead: int) -> tuple[Any, bytes]:
+    def _value(
+        self, g: Graph, key: tuple[Any, ...], args: list[Any], arg_keys: list[bytes], lead: int
+    ) -> tuple[Any, bytes]:
         """The last op's value and fingerprint, memoized on the op and its inputs'
         fingerprints: depth first, the same tile op (a 64 x 64 matmul over 512 blocks and
         iterations, 20 ms) is rebuilt in every branch that reorders what came before it.
