@@ -232,6 +232,27 @@ def test_bound_prunes_and_never_loses_the_best(monkeypatch):
     assert bounded.best.cost <= plain.best.cost
 
 
+def test_a_pass_cut_short_leaves_the_next_pass_a_clean_graph(monkeypatch):
+    """Under a time limit a pass ends when its share is spent, deep in a branch (see
+    Searcher._deadline); the next pass must start from the bare inputs, not from the
+    graph the cut left behind."""
+    spec, cfg = get_benchmark("rmsnorm").spec("small"), get_config("mlp", min_blocks=1)
+    kernel, starts = Searcher._kernel, []
+
+    def cut(self: Searcher, st, top: bool = False) -> None:
+        if top:
+            starts.append(len(st.g.nodes))
+        elif self.stats.passes == 1 and st.g.nodes:  # a customized op was just closed
+            raise search_enumerate._PassOver
+        kernel(self, st, top)
+
+    monkeypatch.setattr(Searcher, "_kernel", cut)
+    r = _search(spec, cfg, states=1500).run()
+    assert starts == [0, 0]
+    assert r.stats.passes == 2 and r.stats.stop_reason == "states"
+    assert r.best is not None and r.best.kernels == 1
+
+
 def test_state_budget_stops_with_a_report():
     b = get_benchmark("rmsnorm")
     r = _search(b.spec("small"), get_config("mlp", min_blocks=1), states=50).run()

@@ -207,12 +207,6 @@ class Searcher:
     # -- driver ------------------------------------------------------------------------
     def run(self) -> SearchResult:
         self._t0 = time.monotonic()
-        kg = KernelGraph()
-        for tid, name in zip(self.spec.inputs, self.spec.input_names):
-            t = self.spec.types[tid]
-            kg.new_input(t.dims, t.dtype, name)
-        vals = self.ev.inputs(self.spec)
-        state = _Kernel(kg, vals, [self.ev.key(v) for v in vals], [("var", n) for n in self.spec.input_names])
         try:
             if self.progress:
                 self.progress(self.stats)  # the search proper starts now
@@ -229,7 +223,8 @@ class Searcher:
                 self.stats.passes += 1
                 self._pass_deadline = self._deadline(len(passes) - k)
                 try:
-                    self._kernel(state, top=True)
+                    # A fresh graph each pass: one cut short by _PassOver is left mid-branch.
+                    self._kernel(self._initial_state(), top=True)
                 except _PassOver:
                     pass
         except _Stop as s:
@@ -239,6 +234,14 @@ class Searcher:
         self.stats.seconds = time.monotonic() - self._t0
         ranked = sorted(self.found.values(), key=lambda c: (c.cost, c.kernels, c.hash))
         return SearchResult(ranked, self.stats, sorted(self.matched))
+
+    def _initial_state(self) -> _Kernel:
+        kg = KernelGraph()
+        for tid, name in zip(self.spec.inputs, self.spec.input_names):
+            t = self.spec.types[tid]
+            kg.new_input(t.dims, t.dtype, name)
+        vals = self.ev.inputs(self.spec)
+        return _Kernel(kg, vals, [self.ev.key(v) for v in vals], [("var", n) for n in self.spec.input_names])
 
     def _deadline(self, passes_left: int) -> float | None:
         """With a time limit, a pass gets its share of the time left (what an earlier pass
