@@ -631,8 +631,9 @@ class Searcher:
         verified graph. A graph's cost is a sum over its kernels, and a kernel added later
         only adds to it, so nothing below this state can be better. (The model prices
         kernels in order, each from what earlier ones left in L2: a later kernel does not
-        change an earlier one's price.)"""
-        if not self.found:
+        change an earlier one's price.) Only under a budget: an unbounded run is
+        exhaustive and lists every match, the same set however it is split into jobs."""
+        if not self.found or (self.budget.max_states is None and self.budget.time_limit is None):
             return False
         best = min(c.cost for c in self.found.values())
         try:
