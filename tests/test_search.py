@@ -219,19 +219,6 @@ def test_value_memo_does_not_change_the_search(monkeypatch):
     assert memo.stats.fingerprints < plain.stats.fingerprints
 
 
-def test_bound_prunes_and_never_loses_the_best(monkeypatch):
-    """Branch and bound on the kernels built so far: within the same state budget the best
-    is at least as good as without it (the best's prefixes are never over the bound, and
-    pruned subtrees leave states for the rest)."""
-    spec, cfg = get_benchmark("rmsnorm").spec("small"), get_config("mlp", min_blocks=1)
-    bounded = _search(spec, cfg, states=1500).run()
-    monkeypatch.setattr(Searcher, "_over_bound", lambda self, g: False)
-    plain = _search(spec, cfg, states=1500).run()
-    assert bounded.best is not None and plain.best is not None
-    assert bounded.stats.pruned["bound"] > 0 and "bound" not in plain.stats.pruned
-    assert bounded.best.cost <= plain.best.cost
-
-
 def test_a_pass_cut_short_leaves_the_next_pass_a_clean_graph(monkeypatch):
     """Under a time limit a pass ends when its share is spent, deep in a branch (see
     Searcher._deadline); the next pass must start from the bare inputs, not from the

@@ -17,7 +17,6 @@ Pruning, each counted in `stats.pruned`:
   resource   shared memory over the target's limit, or a grid/loop choice that replicates
              every input along a grid dim;
   not-better a match no cheaper than the best verified one is not verified (listed only);
-  bound      the kernels so far cost as much as the best verified graph (branch and bound);
   outputs    a block graph cannot close: unused inputs, or per-iteration leftovers;
   fragment   the value leaves the evaluator's domain (nested exp in the finite field);
   lift       a reduced-shape match does not rebuild at full shape (reduce.py).
@@ -617,29 +616,10 @@ class Searcher:
         new_terms = [blk.terms[bo.tensor] for bo in bg.block_outputs]
         # Freeze the block graph as it stands: the search goes on mutating `bg`.
         g.nodes[-1].attrs["block_graph"] = _freeze(bg)
-        if self._over_bound(g):
-            g.pop_node()
-            self.stats.pruned["bound"] += 1
-            return
         key = order_key(blk.ins, "customized", (*open_key[3], tuple(bo.omap for bo in bg.block_outputs)))
         sub = _Kernel(g, st.vals + new_vals, st.keys + new_keys, st.terms + new_terms, key, st.customized + 1)
         self._kernel_or_dedup(sub)
         g.pop_node()
-
-    def _over_bound(self, g: KernelGraph) -> bool:
-        """Branch and bound: the kernels built so far already cost as much as the best
-        verified graph. A graph's cost is a sum over its kernels, and a kernel added later
-        only adds to it, so nothing below this state can be better. (The model prices
-        kernels in order, each from what earlier ones left in L2: a later kernel does not
-        change an earlier one's price.) Only under a budget: an unbounded run is
-        exhaustive and lists every match, the same set however it is split into jobs."""
-        if not self.found or (self.budget.max_states is None and self.budget.time_limit is None):
-            return False
-        best = min(c.cost for c in self.found.values())
-        try:
-            return self.cost(lift(g, self.full_spec, self.reduction)) >= best
-        except GraphError:
-            return False
 
     # -- attribute candidates ----------------------------------------------------------------
     def _attr_choices(self, name: str, types: Sequence[TensorType]) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
