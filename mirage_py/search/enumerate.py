@@ -187,7 +187,8 @@ class Searcher:
         self.oracles = [narrow, wide] if len(narrow) < len(wide) else [wide]
         self.oracle = self.oracles[0]
         self.max_customized = cfg.max_customized
-        spec_vals = _run_values(spec, evaluator)
+        self._input_vals = evaluator.inputs(spec)
+        spec_vals = _run_values(spec, evaluator, self._input_vals)
         self.spec_keys = [evaluator.key(v) for v in spec_vals]
         self.spec_types = [spec.types[o] for o in spec.outputs]
         self.grids = grid_candidates(self.full_spec, cfg)
@@ -239,7 +240,7 @@ class Searcher:
         for tid, name in zip(self.spec.inputs, self.spec.input_names):
             t = self.spec.types[tid]
             kg.new_input(t.dims, t.dtype, name)
-        vals = self.ev.inputs(self.spec)
+        vals = self._input_vals  # drawn once: a paper-size draw is tens of ms, every pass needs it
         return _Kernel(kg, vals, [self.ev.key(v) for v in vals], [("var", n) for n in self.spec.input_names])
 
     def _deadline(self, passes_left: int) -> float | None:
@@ -813,9 +814,9 @@ def _freeze(bg: BlockGraph) -> BlockGraph:
     return out
 
 
-def _run_values(g: KernelGraph, ev: Evaluator) -> list[Any]:
+def _run_values(g: KernelGraph, ev: Evaluator, inputs: list[Any]) -> list[Any]:
     """Values of `g`'s outputs under the evaluator (used for the spec's fingerprints)."""
-    vals: dict[int, Any] = dict(zip(g.inputs, ev.inputs(g)))
+    vals: dict[int, Any] = dict(zip(g.inputs, inputs))
     for k, node in enumerate(g.nodes):
         if node.op == "customized":
             bg = node.attrs["block_graph"]
