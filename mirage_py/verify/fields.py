@@ -100,6 +100,15 @@ def exp_table_ext(f: Field) -> np.ndarray:
 
 
 @cache
+def exp_split_tables(f: Field, lo_bits: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) with ω^k = hi[k >> lo_bits]·lo[k mod 2^lo_bits] mod p for k in [0, q):
+    hi[h] = ω^(2^lo_bits·h), lo[l] = ω^l, as float64 (the compiled exp's small tables)."""
+    lo = _powers(f.omega, 1 << lo_bits, f.p)
+    hi = _powers(pow(f.omega, 1 << lo_bits, f.p), (f.q >> lo_bits) + 1, f.p)
+    return hi, lo
+
+
+@cache
 def inverse_table(m: int) -> np.ndarray:
     """x⁻¹ mod m for x in [0, m), with 0⁻¹ = 0 (m prime). Built from a primitive root g:
     (g^k)⁻¹ = g^(m-1-k)."""
