@@ -389,20 +389,37 @@ def _exp_index(r: Res, q: int) -> np.ndarray:
 def _exp(r: Res, q: int, table: np.ndarray, field: Field | None = None) -> np.ndarray:
     """ω^(r mod q) mod p: by the compiled kernel when there is one (and `field` is given),
     in one pass; else from the extended table, block by block, index and lookup fused."""
+    return _exp_sums(r, q, table, field, sums=False)[0]
+
+
+def _exp_sums(
+    r: Res, q: int, table: np.ndarray, field: Field | None = None, sums: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`_exp`, and with `sums` also the results' sums over the last axis (exact integers,
+    shape r.a.shape[:-1]) where the compiled kernel can take them in the same pass, else
+    None."""
     a = np.asarray(r.a)
     if a.ndim == 0 or r.b + 2 * q >= LIMIT:
-        return table.take(_exp_index(r, q))
+        return table.take(_exp_index(r, q)), None
     lib = native.kernels() if field is not None else None
     if lib is not None and field is not None:
         hi, lo = exp_split_tables(field, native.LO_BITS)
         center, p = r.b >= q, field.p
-        return _blockwise(a, lambda x, o: lib.exp(x, center, q, p, hi, lo, o), BLOCK_NATIVE)
+        # In a's memory order, as `_blockwise` runs (a tiled kernel's scores are a permuted
+        # view); the sums come with the pass where the last axis is also the innermost.
+        perm = sorted(range(a.ndim), key=lambda i: -a.strides[i])
+        if sums and perm[-1] == a.ndim - 1 and a.shape[-1] < 2**31:
+            src = np.ascontiguousarray(a.transpose(perm))
+            out, s = _empty(src.shape), np.empty(src.shape[:-1])
+            lib.exp(src, center, q, p, hi, lo, out, s)
+            return out.transpose(np.argsort(perm)), s.transpose(np.argsort(perm[:-1]))
+        return _blockwise(a, lambda x, o: lib.exp(x, center, q, p, hi, lo, o), BLOCK_NATIVE), None
     tmp = np.empty(BLOCK)
 
     def look(x: np.ndarray, o: np.ndarray) -> None:
         table.take(_exp_index_into(x, r.b, q, tmp[: x.size]), out=o, mode="clip")
 
-    return _blockwise(a, look)
+    return _blockwise(a, look), None
 
 
 def _sum_axis(x: np.ndarray, dim: int) -> np.ndarray:
@@ -455,9 +472,11 @@ class FFTensor:
     s out of the sum instead (softmax's 1/rowsum then scales the small output, not the
     scores). `product`: (x, y) for a matmul x @ y, whose residues are computed when asked
     for: an accumulator over the for-loop sums the products of all iterations in one
-    contraction instead."""
+    contraction instead. `lastsum`: the p-residues' sums over the last axis (exact, with no
+    reduction), where the op that made the tensor had them for free (exp's kernel): a row
+    sum of exp values then reads no array (softmax's denominator)."""
 
-    __slots__ = ("_p", "q", "lift", "factors", "product")
+    __slots__ = ("_p", "q", "lift", "factors", "product", "lastsum")
 
     def __init__(
         self,
@@ -469,6 +488,7 @@ class FFTensor:
     ) -> None:
         self._p = p if isinstance(p, Lazy) else Lazy(value=p)
         self.q, self.lift, self.factors, self.product = q, lift, factors, product
+        self.lastsum: np.ndarray | None = None
 
     @property
     def p(self) -> Res:
@@ -619,7 +639,10 @@ class FieldOps:
     def exp(self, a: FFTensor) -> FFTensor:
         if not a.has_q:
             raise OutsideFragment("exp of a value computed from an exp (nested exp)")
-        return FFTensor(Res(_exp(a.qres(), self.q, self._exp, self.field), float(self.p - 1), True))
+        out, sums = _exp_sums(a.qres(), self.q, self._exp, self.field)
+        y = FFTensor(Res(out, float(self.p - 1), True))
+        y.lastsum = sums
+        return y
 
     def opaque(self, name: str, a: FFTensor, **attrs: Any) -> FFTensor:
         """A keyed random function of the argument's residues: same op, attributes and
@@ -636,6 +659,10 @@ class FieldOps:
         fn = OPS["reduce_sum"].numpy
         assert fn is not None
         terms = a.shape[dim] // size
+        if size == 1 and dim % len(a.shape) == len(a.shape) - 1:
+            y = self._lastsum(a, terms, lambda s: s[..., None])
+            if y is not None:
+                return y
         if size == 1:  # the whole axis, kept with size 1: the same sums, faster
             return self.map(lambda x: _sum_axis(x, dim), a, terms=terms)
         return self.map(lambda x: fn(x, dim=dim, size=size), a, terms=terms)
@@ -644,11 +671,23 @@ class FieldOps:
         fn = OPS["accum_sum_lastdim" if lastdim else "accum_sum"].numpy
         assert fn is not None
         terms = a.shape[ITER_AXIS] * (a.shape[-1] if lastdim else 1)
+        if lastdim and len(a.shape) > ITER_AXIS:
+            y = self._lastsum(a, terms, lambda s: s.sum(axis=ITER_AXIS, keepdims=True)[..., None])
+            if y is not None:
+                return y
         if not lastdim and a.product is not None and not a._p.done:
             y = self._product_sum(a, fn, terms)
             if y is not None:
                 return y
         return self.map(_accum_lastdim if lastdim else fn, a, terms=terms)
+
+    def _lastsum(self, a: FFTensor, terms: int, fn: Callable[[np.ndarray], np.ndarray]) -> FFTensor | None:
+        """fn of a's sums over its last axis, where a has them (`lastsum`: a value with no
+        q-residue, reduced nowhere), as `map` would give it from a's residues; else None."""
+        s = a.lastsum
+        if s is None or a.has_q or a.factors is not None or terms * a.p.b >= LIMIT:
+            return None
+        return FFTensor(Res(fn(s), terms * a.p.b, a.p.nn))
 
     def _product_sum(self, a: FFTensor, fn: Callable[..., np.ndarray], terms: int) -> FFTensor | None:
         """Σ over the for-loop of a = x @ y as one contraction (`_matmul_sum`), the products

@@ -40,32 +40,42 @@ static const double M = 6755399441055744.0; /* 1.5 * 2^52 */
 #define CLONES
 #endif
 
-/* out[i] = omega^(x[i] mod q) mod p, for |x[i]| + 2q < 2^53. center: reduce x[i] to its
-   centered representative x - rint(x / q) q first (|r| <= q/2 + 5); else |x[i]| < q.
-   k = r mod q in [0, q) then splits as k = 1024 h + l, and omega^k = hi[h] lo[l] mod p:
-   two lookups in tables that stay in L1 (hi: omega^(1024 h), lo: omega^l, both in [0, p)),
-   a product below 2^42, and its centered remainder mod p made non-negative. */
+/* out[i] = omega^(x[i] mod q) mod p, for |x[i]| + 2q < 2^53, over rows x cols elements;
+   sums (unless NULL): each row's sum, exact (an integer sum below 2^53 for cols < 2^31).
+   center: reduce x[i] to its centered representative x - rint(x / q) q first
+   (|r| <= q/2 + 5); else |x[i]| < q. k = r mod q in [0, q) then splits as k = 1024 h + l,
+   and omega^k = hi[h] lo[l] mod p: two lookups in tables that stay in L1 (hi: omega^(1024 h),
+   lo: omega^l, both in [0, p)), a product below 2^42, and its centered remainder mod p made
+   non-negative. */
 CLONES
-void ff_exp(const double *restrict x, int64_t n, int32_t center, double q, double invq,
-            const double *restrict hi, const double *restrict lo, double p, double invp,
-            double *restrict out) {
+void ff_exp(const double *restrict x, int64_t rows, int64_t cols, int32_t center, double q,
+            double invq, const double *restrict hi, const double *restrict lo, double p,
+            double invp, double *restrict out, double *restrict sums) {
     const int32_t qi = (int32_t)q, pi = (int32_t)p;
-    for (int64_t i = 0; i < n; i++) {
-        double r = x[i];
-        if (center) {
-            double t = r * invq;
+    for (int64_t row = 0; row < rows; row++) {
+        const double *restrict a = x + row * cols;
+        double *restrict o = out + row * cols;
+        int64_t acc = 0; /* integer: a vectorizable sum (a float one would need reassociation) */
+        for (int64_t i = 0; i < cols; i++) {
+            double r = a[i];
+            if (center) {
+                double t = r * invq;
+                t = (t + M) - M;
+                r = r - t * q;
+            }
+            int32_t k = (int32_t)r;
+            k += qi & (k >> 31);
+            double v = hi[k >> 10] * lo[k & 1023];
+            double t = v * invp;
             t = (t + M) - M;
-            r = r - t * q;
+            v = v - t * p;
+            int32_t w = (int32_t)v;
+            w += pi & (w >> 31);
+            o[i] = (double)w;
+            acc += w;
         }
-        int32_t k = (int32_t)r;
-        k += qi & (k >> 31);
-        double v = hi[k >> 10] * lo[k & 1023];
-        double t = v * invp;
-        t = (t + M) - M;
-        v = v - t * p;
-        int32_t w = (int32_t)v;
-        w += pi & (w >> 31);
-        out[i] = (double)w;
+        if (sums)
+            sums[row] = (double)acc;
     }
 }
 
@@ -146,21 +156,38 @@ class Kernels:
     def __init__(self, lib: ctypes.CDLL) -> None:
         d, i64, i32, ptr = ctypes.c_double, ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
         self._exp = lib.ff_exp
-        self._exp.argtypes = [ptr, i64, i32, d, d, ptr, ptr, d, d, ptr]
+        self._exp.argtypes = [ptr, i64, i64, i32, d, d, ptr, ptr, d, d, ptr, ptr]
         self._exp.restype = None
         self._mul_center = lib.ff_mul_center
         self._mul_center.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, d, d, ptr]
         self._mul_center.restype = None
 
-    def exp(self, x: np.ndarray, center: bool, q: int, p: int, hi: np.ndarray, lo: np.ndarray, out: np.ndarray) -> None:
+    def exp(
+        self,
+        x: np.ndarray,
+        center: bool,
+        q: int,
+        p: int,
+        hi: np.ndarray,
+        lo: np.ndarray,
+        out: np.ndarray,
+        sums: np.ndarray | None = None,
+    ) -> None:
         """out = ω^(x mod q) mod p elementwise (see SOURCE); x and out C-contiguous float64
-        of one size, |x| + 2q < 2^53, and |x| < q unless `center`."""
-        assert x.dtype == out.dtype == hi.dtype == lo.dtype == np.float64 and x.size == out.size
+        of one shape, |x| + 2q < 2^53, and |x| < q unless `center`. `sums`: also each
+        row's sum (over the last axis), into this C-contiguous array of x.shape[:-1]."""
+        assert x.dtype == out.dtype == hi.dtype == lo.dtype == np.float64 and x.shape == out.shape
         assert x.flags.c_contiguous and out.flags.c_contiguous and hi.flags.c_contiguous and lo.size == 1 << LO_BITS
         assert hi.size * len(lo) >= q and p < 2**31
+        cols = x.shape[-1] if x.ndim else 1
+        if sums is not None:
+            assert sums.dtype == np.float64 and sums.flags.c_contiguous and sums.shape == x.shape[:-1]
+            assert cols < 2**31
+        rows = x.size // cols if cols else 0
         self._exp(
             x.ctypes.data,
-            x.size,
+            rows,
+            cols,
             int(center),
             float(q),
             1.0 / q,
@@ -169,6 +196,7 @@ class Kernels:
             float(p),
             1.0 / p,
             out.ctypes.data,
+            None if sums is None else sums.ctypes.data,
         )
 
     def mul_center(self, x: np.ndarray, y: np.ndarray, m: int, out: np.ndarray) -> bool:
