@@ -370,3 +370,42 @@ def test_bmm_folds_batch_axes_and_the_loop_axis():
     a, b = _laid_out(rng, sa, [0, 1, 2, 4, 3, 5]), _laid_out(rng, sb, list(range(6)))
     summed = _bmm(a, b, summed=3)
     assert summed is not None and np.array_equal(summed, np.matmul(a, b).sum(axis=3, keepdims=True))
+
+
+def _same(x: Res, y: Res) -> bool:
+    return np.array_equal(x.a, y.a) and x.b == y.b and x.nn == y.nn
+
+
+def test_sum_of_squares_by_row_dots():
+    """Σ_last x·x (an RMS norm's) taken as row dot products of x: the residues, bounds and
+    lift of the square's sum, for a lifted input, a reduced one with a lazy q-residue, one
+    without a q-residue (from an exp), and bounds where the square or the sum reduces."""
+    from mirage_py.verify.ffexec import Lazy, _mul
+
+    rng = np.random.default_rng(13)
+    F = FieldOps()
+    small = rng.integers(0, 2**20, (3, 5, 64)).astype(np.float64)
+    signed = rng.integers(-(P // 2), P // 2, (3, 5, 64)).astype(np.float64)
+    big = rng.integers(-(2**40), 2**40, (3, 5, 64)).astype(np.float64)
+    cases = [
+        FFTensor(Res(small, 2.0**20 - 1, True), lift=True),
+        FFTensor(Res(signed, P / 2, False), Lazy(value=Res(signed, P / 2, False))),
+        FFTensor(Res(big, 2.0**40, False), Lazy(value=Res(big, 2.0**40, False))),  # the square reduces
+        FFTensor(Res(big, 2.0**40, False), lift=True),
+        FFTensor(Res(signed, P / 2, False)),  # no q-residue
+        FFTensor(Res(small[..., :1], 2.0**20 - 1, True), lift=True),  # a last axis of one
+    ]
+    for i, x in enumerate(cases):
+        square = F.mul(x, x)
+        fused = F.reduce_sum(square, -1, 1)
+        assert square._p.done == (i in (2, 3))  # the square multiplied out only where it reduces
+        plain = F.reduce_sum(F._combine(_mul, (x, x)), -1, 1)
+        assert fused.has_q == plain.has_q and fused.lift == plain.lift and fused.shape == plain.shape
+        assert _same(fused.p, plain.p)
+        if plain.has_q:
+            assert _same(fused.qres(), plain.qres())
+        sq = F.mul(x, x)  # a square used as it is: its residues on demand
+        ref = F._combine(_mul, (x, x))
+        assert sq.shape == ref.shape and _same(sq.p, ref.p) and sq.has_q == ref.has_q and sq.lift == ref.lift
+        if ref.has_q:
+            assert _same(sq.qres(), ref.qres())

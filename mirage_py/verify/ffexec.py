@@ -474,9 +474,11 @@ class FFTensor:
     for: an accumulator over the for-loop sums the products of all iterations in one
     contraction instead. `lastsum`: the p-residues' sums over the last axis (exact, with no
     reduction), where the op that made the tensor had them for free (exp's kernel): a row
-    sum of exp values then reads no array (softmax's denominator)."""
+    sum of exp values then reads no array (softmax's denominator). `square`: x for x·x,
+    whose residues are computed when asked for: a sum over the last axis takes the row
+    dot products of x instead (an RMS norm's sum of squares)."""
 
-    __slots__ = ("_p", "q", "lift", "factors", "product", "lastsum")
+    __slots__ = ("_p", "q", "lift", "factors", "product", "lastsum", "square")
 
     def __init__(
         self,
@@ -489,6 +491,7 @@ class FFTensor:
         self._p = p if isinstance(p, Lazy) else Lazy(value=p)
         self.q, self.lift, self.factors, self.product = q, lift, factors, product
         self.lastsum: np.ndarray | None = None
+        self.square: FFTensor | None = None
 
     @property
     def p(self) -> Res:
@@ -508,6 +511,8 @@ class FFTensor:
     def shape(self) -> tuple[int, ...]:
         if self.factors is not None:
             return tuple(np.broadcast_shapes(*(f.shape for f in self.factors)))
+        if self.square is not None and not self._p.done:
+            return self.square.shape
         if self.product is not None and not self._p.done:
             (x, y), n = self.product, max(len(f.shape) for f in self.product)
             xs, ys = ((1,) * (n - len(f.shape)) + f.shape for f in (x, y))
@@ -582,7 +587,18 @@ class FieldOps:
         return self._combine(_sub, (a, b))
 
     def mul(self, a: FFTensor, b: FFTensor) -> FFTensor:
-        return self._combine(_mul, (a, b))
+        if a is not b:
+            return self._combine(_mul, (a, b))
+        # x·x: `_combine(_mul, (a, a))` with each residue computed when first asked for.
+        p, q = self.p, self.q
+        sq = FFTensor(Lazy(lambda: _mul(a.p, a.p, p)[0]))
+        if a.has_q:
+            if a.lift and a.p.b * a.p.b < LIMIT:
+                sq.lift = True
+            else:
+                sq.q = Lazy(lambda: _mul(a.qres(), a.qres(), q)[0])
+        sq.square = a
+        return sq
 
     def neg(self, a: FFTensor) -> FFTensor:
         return self._combine(_neg, (a,))
@@ -663,6 +679,10 @@ class FieldOps:
             y = self._lastsum(a, terms, lambda s: s[..., None])
             if y is not None:
                 return y
+        if size == 1 and dim % len(a.shape) == len(a.shape) - 1 and a.square is not None and not a._p.done:
+            y = self._sum_squares(a, terms)
+            if y is not None:
+                return y
         if size == 1:  # the whole axis, kept with size 1: the same sums, faster
             return self.map(lambda x: _sum_axis(x, dim), a, terms=terms)
         return self.map(lambda x: fn(x, dim=dim, size=size), a, terms=terms)
@@ -680,6 +700,33 @@ class FieldOps:
             if y is not None:
                 return y
         return self.map(_accum_lastdim if lastdim else fn, a, terms=terms)
+
+    def _sum_squares(self, a: FFTensor, terms: int) -> FFTensor | None:
+        """Σ over the last axis of a = x·x (kept with size 1), as row dot products of x,
+        where neither the square nor the sum would reduce (the residues and bounds of the
+        sum of the squares, exactly); None otherwise."""
+        x = a.square
+        assert x is not None
+
+        def dots(r: Res) -> Res | None:
+            if terms * r.b * r.b >= LIMIT or np.ndim(r.a) == 0:
+                return None
+            return Res(np.einsum("...i,...i->...", r.a, r.a)[..., None], terms * r.b * r.b, r.nn)
+
+        rp = dots(x.p)
+        if rp is None:
+            return None
+        if not a.has_q:
+            return FFTensor(rp)
+        if a.lift:
+            return FFTensor(rp, lift=True)
+        q = self.q
+
+        def rq() -> Res:
+            r = dots(x.qres())
+            return r if r is not None else _linear(lambda v: _sum_axis(v, -1), terms, [a.qres()], q)[0]
+
+        return FFTensor(rp, Lazy(rq))
 
     def _lastsum(self, a: FFTensor, terms: int, fn: Callable[[np.ndarray], np.ndarray]) -> FFTensor | None:
         """fn of a's sums over its last axis, where a has them (`lastsum`: a value with no
