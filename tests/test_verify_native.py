@@ -109,14 +109,18 @@ def test_exp_without_the_kernels(numpy_only):
 def test_no_compiler_means_no_kernels(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     assert native._load() is None
-    # a compiler that fails: every variant is tried, none is cached
-    cc = tmp_path / "failing-cc"
-    cc.write_text("#!/bin/sh\nexit 1\n")
+    # a compiler that fails: every variant is tried once, none is cached, and the failures
+    # are remembered (the next process does not run the compiler again)
+    cc, runs = tmp_path / "failing-cc", tmp_path / "runs"
+    cc.write_text(f"#!/bin/sh\necho x >> {runs}\nexit 1\n")
     cc.chmod(0o755)
     monkeypatch.setenv("CC", str(cc))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert native._load() is None
     assert not list((tmp_path / "cache").rglob("*.so"))
+    assert len(runs.read_text().split()) == len(native._variants())
+    assert native._load() is None
+    assert len(runs.read_text().split()) == len(native._variants())
 
 
 @needs_cc

@@ -127,14 +127,21 @@ def _compiler() -> str | None:
 
 def _build(cc: str, variants: list[list[str]]) -> Path | None:
     """The shared library from SOURCE, compiled with the first of `variants` (extra flags)
-    that compiles, from the cache when it is there already."""
+    that compiles, from the cache when it is there already. A variant that does not
+    compile leaves a marker, so that the next process does not try it again. The key
+    covers the source, the flags, the compiler (its path, size and date) and the machine."""
+    st = os.stat(cc)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
     for extra in variants:
         flags = FLAGS + extra
-        key = hashlib.sha256(repr((SOURCE, flags, cc, platform.machine(), platform.system())).encode()).hexdigest()
-        for d in (cache_dir(), Path(tempfile.gettempdir()) / f"mirage-py-{os.getuid()}"):
-            lib = d / f"ffkernels-{key[:16]}.so"
+        ident = (SOURCE, flags, cc, st.st_size, st.st_mtime_ns, platform.machine(), platform.system())
+        key = hashlib.sha256(repr(ident).encode()).hexdigest()[:16]
+        for d in (cache_dir(), Path(tempfile.gettempdir()) / f"mirage-py-{uid}"):
+            lib, failed = d / f"ffkernels-{key}.so", d / f"ffkernels-{key}.failed"
             if lib.exists():
                 return lib
+            if failed.exists():
+                break  # this variant did not compile before: try the next one
             try:
                 d.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(dir=d) as tmp:
@@ -142,6 +149,7 @@ def _build(cc: str, variants: list[list[str]]) -> Path | None:
                     src.write_text(SOURCE)
                     r = subprocess.run([cc, *flags, str(src), "-o", str(out)], capture_output=True, timeout=120)
                     if r.returncode != 0:
+                        failed.touch()
                         break  # this variant does not compile: try the next one
                     os.replace(out, lib)  # atomic: a concurrent build writes the same bytes
                 return lib
@@ -246,22 +254,27 @@ def kernels() -> Kernels | None:
         return _loaded[0]
 
 
+def _variants() -> list[list[str]]:
+    """The extra flags to try, best first. On x86-64: per-CPU versions picked at load time
+    (GCC's target_clones: AVX-512, AVX2, baseline), and GCC's gather instructions, which its
+    generic tuning leaves out and exp's table lookups need (2.6 ms instead of 4 ms for 2 M
+    elements on a Xeon with AVX-512); a compiler without them gets the next variant."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return [[]]
+    gather = "-mtune-ctrl=use_gather_2parts,use_gather_4parts,use_gather"
+    return [["-DMIRAGE_CLONES", gather], ["-DMIRAGE_CLONES"], []]
+
+
 def _load() -> Kernels | None:
     cc = _compiler()
     if cc is None:
         return None
-    # Per-CPU variants picked at load time (GCC's target_clones) where the compiler has them.
-    # GCC's generic tuning does not vectorize with gather instructions, which exp's table
-    # lookups need (2.6 ms instead of 4 ms for 2 M elements on a Xeon with AVX-512).
-    gather = "-mtune-ctrl=use_gather_2parts,use_gather_4parts,use_gather"
-    x86 = platform.machine() in ("x86_64", "AMD64")
-    variants = [["-DMIRAGE_CLONES", gather], ["-DMIRAGE_CLONES"], []] if x86 else [[]]
-    lib = _build(cc, variants)
+    lib = _build(cc, _variants())
     if lib is None:
         return None
     try:
         return Kernels(ctypes.CDLL(str(lib)))
-    except OSError:
+    except (OSError, AttributeError):  # not loadable, or an old library without a function
         return None
 
 
