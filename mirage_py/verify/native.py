@@ -1,11 +1,13 @@
 """Compiled kernels for the finite-field executor's per-element work that NumPy cannot do in
-one pass: exp's index computation and table lookup.
+one pass: exp (index, lookup and row sums) and a quotient's product-and-reduction.
 
-The C source below is compiled on first use with the system C compiler (`$CC`, else `cc`)
-into the user's cache directory ($XDG_CACHE_HOME/mirage-py, else ~/.cache/mirage-py), under
-a name keyed by the source, the flags and the machine, written atomically, and loaded with
-ctypes. Without a compiler (or with MIRAGE_PY_NATIVE=0) `kernels()` is None and ffexec uses
-its NumPy path; the two give identical residues (tests/test_verify_native.py).
+The C source below is compiled on first use with the system C compiler ($CC, else cc, gcc
+or clang) into the user's cache directory ($XDG_CACHE_HOME/mirage-py, else
+~/.cache/mirage-py), under a name keyed by the source, the flags, the compiler and the
+machine, written atomically, and loaded with ctypes. Without a compiler (or with
+MIRAGE_PY_NATIVE=0) `kernels()` is None and ffexec uses its NumPy path; the two give
+identical residues (tests/test_verify_native.py). Single-threaded, like the float64 floor
+bench_verify.py measures them against.
 
 Exactness: every value is an integer held exactly in a float64 below 2^53, and each step is
 one IEEE operation with an exact result or the same rounding NumPy does (round to nearest
@@ -126,8 +128,10 @@ def cache_dir() -> Path:
 
 
 def _compiler() -> str | None:
-    cc = os.environ.get("CC", "cc")
-    return shutil.which(cc)
+    """$CC when set (a path or a name on PATH), else the first of cc, gcc, clang."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"])
+    return next((path for c in ("cc", "gcc", "clang") if (path := shutil.which(c))), None)
 
 
 def _build(cc: str, variants: list[list[str]]) -> Path | None:
