@@ -59,6 +59,22 @@ def reduced_size(n: int, splits: set[int]) -> int:
     return m if m >= min(n, KEEP) and n % m == 0 else n
 
 
+def _distinct(dims: dict[int, int]) -> dict[int, int]:
+    """Reduced sizes made distinct, smallest dim first, by doubling a size another dim
+    already took (while it still divides its dim). Two dims of one reduced size make shapes
+    that differ at full size equal (gqa's 256 query rows and 64-wide heads both 64): a
+    square tile then admits transposed layouts that fail to lift, and dedup can keep the
+    unliftable one of two states with equal fingerprints. Doubling keeps every split the
+    size was a multiple of. A dim that cannot get a free size is not reduced."""
+    out: dict[int, int] = {}
+    for n in sorted(dims):
+        m = dims[n]
+        while m in out.values() and m < n and n % (2 * m) == 0:
+            m *= 2
+        out[n] = n if m in out.values() else m
+    return out
+
+
 def dim_constants(spec: KernelGraph) -> list[Fraction]:
     """Scalars a spec derives from its dims (in a fixed walk order)."""
     return [Fraction(1, spec.types[n.inputs[0]].dims[-1]) for n in spec.nodes if n.op == "rms_norm"]
@@ -67,9 +83,7 @@ def dim_constants(spec: KernelGraph) -> list[Fraction]:
 def reduce_spec(spec: KernelGraph, cfg: SearchConfig) -> Reduction:
     splits = _splits(cfg, spec)
     full = sorted({d for t in spec.inputs for d in spec.types[t].dims})
-    dims = {n: reduced_size(n, splits) for n in full}
-    if len(set(dims.values())) < len(dims):  # two sizes would collide: lifting is ambiguous
-        dims = {n: n for n in full}
+    dims = _distinct({n: reduced_size(n, splits) for n in full})
     small = rebuild(spec, {tid: tuple(dims[d] for d in spec.types[tid].dims) for tid in spec.inputs})
     constants = {r: f for r, f in zip(dim_constants(small), dim_constants(spec)) if r != f}
     own = {v for n in spec.nodes for v in n.attrs.values() if isinstance(v, Fraction)}
