@@ -240,6 +240,32 @@ def test_a_pass_cut_short_leaves_the_next_pass_a_clean_graph(monkeypatch):
     assert r.best is not None and r.best.kernels == 1
 
 
+def test_broadening_retries_the_capped_actions_from_the_bare_inputs(monkeypatch):
+    """Under a time limit (never reached here: the state budget stops the run) a pass runs
+    rounds of iterative broadening: each top-level action gets at most FIRST_CAP * 2^r
+    states, and round r + 1 retries exactly the actions cut in round r, each from the bare
+    inputs (a cut leaves the graph mid-branch)."""
+    monkeypatch.setattr(search_enumerate, "FIRST_CAP", 4)
+    spec, cfg = get_benchmark("rmsnorm").spec("small"), _restricted_rmsnorm_cfg()
+    kernel, rounds = Searcher._kernel, []
+
+    def watch(self: Searcher, st, top: bool = False) -> None:
+        if not top:
+            return kernel(self, st, top)
+        assert not st.g.nodes
+        kernel(self, st, top)
+        rounds.append((self._cap, self._retry, set(self._capped)))
+
+    monkeypatch.setattr(Searcher, "_kernel", watch)
+    s = Searcher(spec, cfg, FFEvaluator(), _verify, simple_cost_us, Budget(max_states=4000, time_limit=1e9))
+    r = s.run()
+    assert r.stats.stop_reason == "states" and len(rounds) >= 3
+    assert rounds[0][:2] == (4, None)
+    for (cap, _, capped), (cap2, retry, _) in zip(rounds, rounds[1:]):
+        assert capped and retry == capped and cap2 == 2 * cap
+    assert r.best is not None and r.best.kernels == 1
+
+
 def test_state_budget_stops_with_a_report():
     b = get_benchmark("rmsnorm")
     r = _search(b.spec("small"), get_config("mlp", min_blocks=1), states=50).run()
