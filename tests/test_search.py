@@ -240,12 +240,14 @@ def test_a_pass_cut_short_leaves_the_next_pass_a_clean_graph(monkeypatch):
     assert r.best is not None and r.best.kernels == 1
 
 
-def test_broadening_retries_the_capped_actions_from_the_bare_inputs(monkeypatch):
+def test_broadening_grows_the_prefix_and_retries_the_capped_actions(monkeypatch):
     """Under a time limit (never reached here: the state budget stops the run) a pass runs
-    rounds of iterative broadening: each top-level action gets at most FIRST_CAP * 2^r
-    states, and round r + 1 retries exactly the actions cut in round r, each from the bare
-    inputs (a cut leaves the graph mid-branch)."""
+    rounds of iterative broadening: round r runs the first FIRST_ACTIONS * 2^r top-level
+    actions for at most FIRST_CAP * 2^r states each; the next round retries exactly the
+    actions cut short and runs the new ones, each from the bare inputs (a cut leaves the
+    graph mid-branch)."""
     monkeypatch.setattr(search_enumerate, "FIRST_CAP", 4)
+    monkeypatch.setattr(search_enumerate, "FIRST_ACTIONS", 1)
     spec, cfg = get_benchmark("rmsnorm").spec("small"), _restricted_rmsnorm_cfg()
     kernel, rounds = Searcher._kernel, []
 
@@ -254,15 +256,17 @@ def test_broadening_retries_the_capped_actions_from_the_bare_inputs(monkeypatch)
             return kernel(self, st, top)
         assert not st.g.nodes
         kernel(self, st, top)
-        rounds.append((self._cap, self._retry, set(self._capped)))
+        rounds.append(dataclasses.replace(self._round, retry=set(self._round.retry), capped=set(self._round.capped)))
 
     monkeypatch.setattr(Searcher, "_kernel", watch)
     s = Searcher(spec, cfg, FFEvaluator(), _verify, simple_cost_us, Budget(max_states=4000, time_limit=1e9))
     r = s.run()
-    assert r.stats.stop_reason == "states" and len(rounds) >= 3
-    assert rounds[0][:2] == (4, None)
-    for (cap, _, capped), (cap2, retry, _) in zip(rounds, rounds[1:]):
-        assert capped and retry == capped and cap2 == 2 * cap
+    assert r.stats.stop_reason == "states" and len(rounds) >= 4
+    assert (rounds[0].cap, rounds[0].prefix, rounds[0].done_below, rounds[0].retry) == (4, 1, 0, set())
+    for a, b in zip(rounds, rounds[1:]):
+        assert a.more and (b.cap, b.prefix, b.done_below, b.retry) == (2 * a.cap, 2 * a.prefix, a.prefix, a.capped)
+        assert all(j < a.prefix for j in a.capped)
+    assert any(rnd.capped for rnd in rounds)
     assert r.best is not None and r.best.kernels == 1
 
 

@@ -132,6 +132,18 @@ class _CapHit(Exception):
     """A top-level action used its round's share of states (Searcher._broaden)."""
 
 
+@dataclass
+class _Round:
+    """A round of iterative broadening (Searcher._pass)."""
+
+    cap: int  # states per top-level action
+    prefix: int  # the round runs top-level actions 0 .. prefix - 1 (this sub-space's own)
+    done_below: int  # of those, the earlier rounds ran the ones below this index ...
+    retry: set[int]  # ... and cut these short
+    capped: set[int] = field(default_factory=set)  # cut short in this round
+    more: bool = False  # actions past the prefix exist
+
+
 class _Stop(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -207,13 +219,10 @@ class Searcher:
         self._memo_bytes = 0
         self._t0 = 0.0
         self._pass_deadline: float | None = None
-        # Iterative broadening (_pass): the round's cap, the state count at which the current
-        # top-level action stops, the actions this round retries (None: all) and those that
-        # hit the cap in it.
-        self._cap = 0
+        # Iterative broadening (_pass): the current round (None: plain depth first) and the
+        # state count at which the current top-level action stops.
+        self._round: _Round | None = None
         self._cap_at: int | None = None
-        self._retry: set[int] | None = None
-        self._capped: set[int] = set()
 
     # -- driver ------------------------------------------------------------------------
     def run(self) -> SearchResult:
@@ -252,24 +261,26 @@ class Searcher:
     def _pass(self) -> None:
         """One pass. Without a time limit, plain depth first (the cache's reuse of exhausted
         sub-spaces and the --jobs equality rely on its exact result). With one, iterative
-        broadening: round r gives each top-level action (an opening of the first kernel, a
-        first kernel op) at most FIRST_CAP * 2^r states, and the next round retries only the
-        actions that hit their cap. Depth first alone spends the whole limit in the first
-        openings' subtrees: gqa's flash-decoding opening is the 2560th of 24 000, and 900
-        states under it reach the expert. A round ends with fresh dedup: a state entered
-        in a subtree cut short was not fully explored."""
+        broadening over growing prefixes: round r runs the first FIRST_ACTIONS * 2^r
+        top-level actions (openings of the first kernel, first kernel ops), each for at most
+        FIRST_CAP * 2^r states; an action cut short is retried in the next round, one that
+        finished is not. Depth first alone spends the whole limit in the first openings'
+        subtrees (a third of qknorm's 31 000 openings have more than 64 states), and rounds
+        over every opening spent it in the tail: qknorm's first round at 64 states each was
+        657 000 states. A round starts with fresh dedup: a state entered in a subtree cut
+        short was not fully explored."""
         if self.budget.time_limit is None:
-            self.seen, self._cap, self._retry = {}, 0, None
+            self.seen, self._round = {}, None
             # A fresh graph each pass: one cut short by _PassOver is left mid-branch.
             self._kernel(self._initial_state(), top=True)
             return
-        self._cap, self._retry = FIRST_CAP, None
+        rnd = _Round(FIRST_CAP, FIRST_ACTIONS, 0, set())
         while True:
-            self.seen, self._capped = {}, set()
+            self.seen, self._round = {}, rnd
             self._kernel(self._initial_state(), top=True)
-            if not self._capped:
+            if not rnd.capped and not rnd.more:
                 return
-            self._cap, self._retry = 2 * self._cap, self._capped
+            rnd = _Round(2 * rnd.cap, 2 * rnd.prefix, rnd.prefix, rnd.capped)
 
     def _initial_state(self) -> _Kernel:
         kg = KernelGraph()
@@ -343,17 +354,22 @@ class Searcher:
             for action in actions:
                 action()
             return
-        for k, action in enumerate(actions):
-            if k % self.subspace[1] != self.subspace[0] or (self._retry is not None and k not in self._retry):
-                continue
-            if not self._cap:
+        mine = (a for k, a in enumerate(actions) if k % self.subspace[1] == self.subspace[0])
+        rnd = self._round
+        for j, action in enumerate(mine):
+            if rnd is None:
                 action()
                 continue
-            self._cap_at = self.stats.states + self._cap
+            if j >= rnd.prefix:
+                rnd.more = True
+                return
+            if j < rnd.done_below and j not in rnd.retry:
+                continue  # finished in an earlier round
+            self._cap_at = self.stats.states + rnd.cap
             try:
                 action()
             except _CapHit:
-                self._capped.add(k)
+                rnd.capped.add(j)
                 while st.g.nodes:  # the action was cut mid-branch: back to the bare inputs
                     st.g.pop_node()
             finally:
@@ -815,8 +831,11 @@ def _spec_constants(spec: KernelGraph) -> list[Fraction]:
 MAX_VALUE_ELEMENTS = 1 << 24
 
 
-# States a top-level action gets in the first round of iterative broadening (Searcher._pass);
-# most openings are exhausted in under 10.
+# Iterative broadening's first round (Searcher._pass): the top-level actions it runs and the
+# states each gets; both double each round. Their ratio is about the states per action
+# that reach the flash-decoding experts from their openings (gqa 712, qknorm 2 836; the
+# openings are 148th and 93rd) and most openings are exhausted in under 10 states.
+FIRST_ACTIONS = 2
 FIRST_CAP = 64
 
 
