@@ -285,6 +285,18 @@ def _restricted_rmsnorm_cfg():
     )  # fmt: skip
 
 
+def test_merged_parts_add_up_their_statistics():
+    from mirage_py.search.enumerate import SearchResult, SearchStats
+    from mirage_py.search.executors import merge_results
+
+    parts = [
+        SearchResult([], SearchStats(states=s, passes=p, stop_reason=r))
+        for s, p, r in ((5, 2, "exhausted"), (7, 3, "time"))
+    ]
+    m = merge_results(parts).stats
+    assert (m.states, m.passes, m.stop_reason) == (12, 5, "time")
+
+
 @pytest.mark.slow
 def test_jobs_2_equals_jobs_1_when_exhausted():
     spec = get_benchmark("rmsnorm").spec("small")

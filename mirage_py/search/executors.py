@@ -119,6 +119,7 @@ def merge_results(parts: Sequence[SearchResult]) -> SearchResult:
         matched.update(r.matched)
         s = r.stats
         stats.states += s.states
+        stats.passes += s.passes
         stats.pruned.update(s.pruned)
         stats.oracle_lookups += s.oracle_lookups
         stats.fingerprints += s.fingerprints
