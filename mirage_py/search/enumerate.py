@@ -243,7 +243,7 @@ class Searcher:
             limits = [m] if self.budget.time_limit is not None else sorted({min(1, m), m})
             passes = [(o, limit) for o in self.oracles for limit in limits]
             for k, (oracle, limit) in enumerate(passes):
-                self.oracle, self.max_customized, self.seen = oracle, limit, {}
+                self.oracle, self.max_customized = oracle, limit  # _pass resets dedup
                 self.stats.passes += 1
                 self._pass_deadline = self._deadline(len(passes) - k)
                 try:

@@ -386,18 +386,13 @@ def _exp_index(r: Res, q: int) -> np.ndarray:
     return _exp_index_into(a, r.b, q, np.empty(a.shape))
 
 
-def _exp(r: Res, q: int, table: np.ndarray, field: Field | None = None) -> np.ndarray:
-    """ω^(r mod q) mod p: by the compiled kernel when there is one (and `field` is given),
-    in one pass; else from the extended table, block by block, index and lookup fused."""
-    return _exp_sums(r, q, table, field, sums=False)[0]
-
-
 def _exp_sums(
     r: Res, q: int, table: np.ndarray, field: Field | None = None, sums: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """`_exp`, and with `sums` also the results' sums over the last axis (exact integers,
-    shape r.a.shape[:-1]) where the compiled kernel can take them in the same pass, else
-    None."""
+    """ω^(r mod q) mod p: by the compiled kernel when there is one (and `field` is given),
+    in one pass; else from the extended table, block by block, index and lookup fused. With
+    `sums`, also the results' sums over the last axis (exact integers, shape
+    r.a.shape[:-1]) where the compiled kernel can take them in the same pass, else None."""
     a = np.asarray(r.a)
     if a.ndim == 0 or r.b + 2 * q >= LIMIT:
         return table.take(_exp_index(r, q)), None
@@ -435,14 +430,12 @@ def _sum_axis(x: np.ndarray, dim: int) -> np.ndarray:
 
 def _accum_lastdim(x: np.ndarray) -> np.ndarray:
     """Σ over the for-loop and the last axis (keepdims), as `accum_sum_lastdim` sums: the
-    last axis first, by BLAS matrix-vector products where it is contiguous (exact: integer
-    sums below 2^53, which the caller's bound ensures, in any order), which NumPy's sum over
-    two axes, one of them a strided one, is not as fast at (flash attention's row sums of
-    2 M exp values)."""
-    if x.ndim <= ITER_AXIS or x.shape[-1] < 2 or x.strides[-1] != x.itemsize:
+    last axis first (`_sum_axis`: BLAS where it is contiguous), which NumPy's sum over two
+    axes, one of them a strided one, is not as fast at (flash attention's row sums of 2 M
+    exp values)."""
+    if x.ndim <= ITER_AXIS:
         return x.sum(axis=(ITER_AXIS, -1), keepdims=True)
-    rows = np.matmul(x, np.ones(x.shape[-1]))
-    return rows.sum(axis=ITER_AXIS, keepdims=True)[..., None]
+    return _sum_axis(x, -1).sum(axis=ITER_AXIS, keepdims=True)
 
 
 class Lazy:
@@ -675,12 +668,10 @@ class FieldOps:
         fn = OPS["reduce_sum"].numpy
         assert fn is not None
         terms = a.shape[dim] // size
-        if size == 1 and dim % len(a.shape) == len(a.shape) - 1:
+        if size == 1 and dim % len(a.shape) == len(a.shape) - 1:  # the whole last axis
             y = self._lastsum(a, terms, lambda s: s[..., None])
-            if y is not None:
-                return y
-        if size == 1 and dim % len(a.shape) == len(a.shape) - 1 and a.square is not None and not a._p.done:
-            y = self._sum_squares(a, terms)
+            if y is None and a.square is not None and not a._p.done:
+                y = self._sum_squares(a, terms)
             if y is not None:
                 return y
         if size == 1:  # the whole axis, kept with size 1: the same sums, faster
