@@ -267,7 +267,10 @@ class _Converter:
         self.g = KernelGraph()
         self.weights: dict[str, np.ndarray] = {}
         self.env: dict[str, Value] = {}
-        self._made: dict[tuple[int, Shape, str], Tensor] = {}  # (id(const), dims, dtype)
+        # (id(const), dims, dtype) -> (const, tensor). The const is kept alive with its
+        # tensor: a folded constant freed mid-conversion gave its id to a new one, which then
+        # got the old one's weight (the chain fuzz test saw Neg(c)'s sign lost, now and then).
+        self._made: dict[tuple[int, Shape, str], tuple[Const, Tensor]] = {}
 
     # -- model structure --------------------------------------------------------------
     def _opset(self) -> int:
@@ -425,7 +428,7 @@ class _Converter:
         """Materialize a constant as a graph input (bound from `weights` at run time)."""
         key = (id(c), dims, dtype)
         if key in self._made:
-            return self._made[key]
+            return self._made[key][1]
         if c.array.dtype.kind != "f":
             raise InputError(f"constant {c.name!r} has dtype {c.array.dtype}; the IR holds float tensors")
         name, k = c.name or "const", 1
@@ -438,7 +441,7 @@ class _Converter:
         t = self.g.new_input(dims, dtype, name)
         arr = c.array.reshape(dims)
         self.weights[name] = round_to(arr, dtype) if dtype == "bfloat16" else arr.astype(_STORE[dtype])
-        self._made[key] = t
+        self._made[key] = (c, t)
         return t
 
     # -- nodes --------------------------------------------------------------------------
